@@ -1,0 +1,202 @@
+"""Broker wiring: exchanges, quorum work queues with dead-letter queues, retry delay tiers.
+
+Names all start with the deployment's queue prefix, so installs (and test runs) sharing a
+broker never see each other's messages.
+
+- `<p>.commands` (topic): campaign.launch/pause/resume/cancel, from marketers and the CRM.
+- `<p>.events` (topic): delivery.results, campaign.completed, settings.changed, ...
+- `<p>.work` (direct): internal hand-offs, items.page and outbound.batch.
+- `<p>.dlx` (direct): dead letters, routed by the name of the queue they came from to
+  `<queue>.dlq`, a queue nobody consumes: it keeps what needs a person.
+- `<p>.outbound.retry.<ms>ms`: one queue per back-off tier, no consumer; messages wait out
+  the queue's TTL and are dead-lettered back to the work exchange as outbound.batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.rabbit import (
+    Channel,
+    ExchangeType,
+    QueueType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitQueue,
+)
+
+from mailroom_common.events import Event, event_json
+from mailroom_common.settings import Settings
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+    delivery_limit: int
+    retry_delays_ms: tuple[int, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        return cls(
+            prefix=settings.queue_prefix,
+            delivery_limit=settings.delivery_limit,
+            retry_delays_ms=tuple(int(s * 1000) for s in settings.retry_delays_seconds),
+        )
+
+    @property
+    def commands(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.commands", type=ExchangeType.TOPIC, durable=True)
+
+    @property
+    def events(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.events", type=ExchangeType.TOPIC, durable=True)
+
+    @property
+    def work(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.work", type=ExchangeType.DIRECT, durable=True)
+
+    @property
+    def dead_letters(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.dlx", type=ExchangeType.DIRECT, durable=True)
+
+    def exchanges(self) -> list[RabbitExchange]:
+        return [self.commands, self.events, self.work, self.dead_letters]
+
+    # --- the work queues of every service, each with its bindings ---
+
+    @property
+    def campaign_commands(self) -> RabbitQueue:
+        return self.work_queue("item_generator", "commands", "campaign.*")
+
+    @property
+    def item_pages(self) -> RabbitQueue:
+        return self.work_queue("message_processor", "pages", "items.page")
+
+    @property
+    def outbound_batches(self) -> RabbitQueue:
+        return self.work_queue("outbound_sender", "batches", "outbound.batch")
+
+    @property
+    def completion_events(self) -> RabbitQueue:
+        return self.work_queue("completion", "events", "delivery.results")
+
+    def bindings(self) -> list[tuple[RabbitQueue, RabbitExchange, str]]:
+        """Every (queue, exchange, routing key): declared by every process, whichever
+        services it runs, so no message is published before its queue exists."""
+        return [
+            (self.campaign_commands, self.commands, "campaign.*"),
+            (self.item_pages, self.work, "items.page"),
+            (self.outbound_batches, self.work, "outbound.batch"),
+            (self.completion_events, self.events, "delivery.results"),
+            (self.completion_events, self.events, "campaign.generated"),
+        ]
+
+    def all_queue_names(self) -> list[str]:
+        work = {q.name for q, _, _ in self.bindings()}
+        names = sorted(work) + sorted(f"{n}.dlq" for n in work)
+        return names + [self.retry_queue(d).name for d in self.retry_delays_ms]
+
+    def work_queue(self, service: str, purpose: str, routing_key: str) -> RabbitQueue:
+        """A durable quorum queue whose rejected or over-delivered messages go to its DLQ."""
+        name = f"{self.prefix}.{service}.{purpose}"
+        arguments: Any = {
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dead_letters.name,
+            "x-dead-letter-routing-key": name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+        return RabbitQueue(
+            name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=routing_key,
+            arguments=arguments,
+        )
+
+    @staticmethod
+    def dead_letter_queue(work_queue: RabbitQueue) -> RabbitQueue:
+        return RabbitQueue(
+            f"{work_queue.name}.dlq",
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=work_queue.name,
+        )
+
+    def retry_queue(self, delay_ms: int) -> RabbitQueue:
+        return RabbitQueue(
+            f"{self.prefix}.outbound.retry.{delay_ms}ms",
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=f"retry.{delay_ms}",
+            arguments={
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": self.work.name,
+                "x-dead-letter-routing-key": "outbound.batch",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+
+    def retry_tier(self, attempt: int) -> int | None:
+        """The delay (ms) before try number `attempt + 1`, or None once the tiers run out."""
+        if attempt >= len(self.retry_delays_ms):
+            return None
+        return self.retry_delays_ms[attempt]
+
+
+def make_broker(settings: Settings) -> RabbitBroker:
+    return RabbitBroker(
+        settings.rabbitmq_url,
+        # publisher confirms are on by default; an unroutable message is an error, not silence
+        default_channel=Channel(publisher_confirms=True, on_return_raises=True, prefetch_count=8),
+        graceful_timeout=settings.graceful_timeout_seconds,
+        logger=None,
+    )
+
+
+async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
+    """Declare every exchange, work queue (with its DLQ and bindings) and retry tier."""
+    declared_exchanges = {e.name: await broker.declare_exchange(e) for e in topology.exchanges()}
+    dlx = declared_exchanges[topology.dead_letters.name]
+    done: set[str] = set()
+    for queue, exchange, routing_key in topology.bindings():
+        declared = await broker.declare_queue(queue)
+        await declared.bind(declared_exchanges[exchange.name], routing_key=routing_key)
+        if queue.name not in done:
+            dlq = topology.dead_letter_queue(queue)
+            declared_dlq = await broker.declare_queue(dlq)
+            await declared_dlq.bind(dlx, routing_key=dlq.routing_key)
+            done.add(queue.name)
+    work = declared_exchanges[topology.work.name]
+    for delay in topology.retry_delays_ms:
+        retry = topology.retry_queue(delay)
+        declared = await broker.declare_queue(retry)
+        await declared.bind(work, routing_key=retry.routing_key)
+
+
+async def publish_event(
+    broker: RabbitBroker,
+    exchange: RabbitExchange,
+    event: Event,
+    *,
+    routing_key: str | None = None,
+    mandatory: bool = True,
+) -> None:
+    """Publish persistently; returns once the broker confirmed it.
+
+    With `mandatory` an unroutable message raises; events are broadcasts, published with
+    mandatory=False, since having no listener is not an error.
+    """
+    await broker.publish(
+        event_json(event),
+        exchange=exchange,
+        routing_key=routing_key or event.routing_key,
+        persist=True,
+        content_type=JSON,
+        message_type=event.routing_key,
+        mandatory=mandatory,
+    )

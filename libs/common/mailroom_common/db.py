@@ -1,0 +1,62 @@
+"""The asyncpg pool, and creating the database when it is missing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg.pool import Pool
+
+from mailroom_common.settings import Settings
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def ensure_database(database_url: str) -> None:
+    """Create the database named in the URL if it does not exist (several callers may race)."""
+    url = urlsplit(database_url)
+    database = url.path.lstrip("/")
+    if not database:
+        raise ValueError("the database URL names no database (…/DATABASE at its end)")
+    try:
+        conn = await asyncpg.connect(database_url)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await conn.close()
+        return
+    admin_url = urlunsplit(url._replace(path="/postgres"))
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {quote_ident(database)}")
+    except asyncpg.DuplicateDatabaseError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1) -> Pool:
+    pool: Pool | None = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=min_size,
+        max_size=settings.database_pool_size,
+        init=_init_connection,
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def records_to_dicts(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    return [dict(row) for row in rows]

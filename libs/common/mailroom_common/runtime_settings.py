@@ -1,0 +1,111 @@
+"""Runtime settings an administrator changes (owned by the config service), kept in PostgreSQL.
+
+One row per group in `settings`; a group missing from the table has its defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+from asyncpg import Connection
+from asyncpg.pool import Pool
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+DEFAULT_TEXT_FOOTER = (
+    "You receive this email because you subscribed to our list.\n"
+    "Unsubscribe: {{ unsubscribe_url }}\n"
+    "Manage subscriptions: {{ manage_url }}"
+)
+DEFAULT_HTML_FOOTER = (
+    '<div style="font-size:12px;color:#666;margin-top:24px">'
+    "You receive this email because you subscribed to our list. "
+    '<a href="{{ unsubscribe_url }}">Unsubscribe</a> · '
+    '<a href="{{ manage_url }}">Manage subscriptions</a></div>'
+)
+
+
+class SmtpAccount(BaseModel):
+    """The global SMTP account every campaign and autoresponder goes through."""
+
+    model_config = ConfigDict(extra="forbid")
+    group: Literal["smtp"] = "smtp"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    verify_certificates: bool = True
+    from_name: str = "Mailroom"
+    from_email: str = "news@mailroom.test"
+    pool_size: int = Field(default=8, ge=1, le=200)
+    messages_per_second: float = Field(default=0, ge=0, description="0 means no limit.")
+    timeout_seconds: float = Field(default=30, gt=0)
+
+
+class MarketingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    group: Literal["marketing"] = "marketing"
+
+    text_footer: str = DEFAULT_TEXT_FOOTER
+    html_footer: str = DEFAULT_HTML_FOOTER
+    public_base_url: str = "http://127.0.0.1:8080"
+
+
+class BounceMailbox(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    group: Literal["bounce"] = "bounce"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=143, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "tls"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    folder: str = "INBOX"
+    poll_interval_seconds: float = Field(default=60, gt=0)
+    soft_bounce_threshold: int = Field(default=3, ge=1)
+    soft_bounce_window_days: int = Field(default=7, ge=1)
+
+
+GroupModel = TypeVar("GroupModel", SmtpAccount, MarketingSettings, BounceMailbox)
+
+
+async def load_group(db: Pool | Connection, model: type[GroupModel]) -> tuple[GroupModel, int]:
+    """The group's current value and version (0 when never saved: the defaults)."""
+    group = model.model_fields["group"].default
+    row = await db.fetchrow("SELECT value, version FROM settings WHERE group_name = $1", group)
+    if row is None:
+        return model(), 0
+    return model.model_validate(row["value"]), int(row["version"])
+
+
+async def save_group(pool: Pool, value: BaseModel, *, changed_by: str) -> int:
+    """Store a whole group, with a history row; return the new version."""
+    data = value.model_dump(mode="json")
+    for name, field in type(value).model_fields.items():
+        if field.annotation is SecretStr:
+            data[name] = getattr(value, name).get_secret_value()
+    group = data["group"]
+    async with pool.acquire() as conn, conn.transaction():
+        old = await conn.fetchrow(
+            "SELECT value FROM settings WHERE group_name = $1 FOR UPDATE", group
+        )
+        changed = sorted(k for k in data if old is None or old["value"].get(k) != data[k])
+        version: int = await conn.fetchval(
+            "INSERT INTO settings (group_name, value, updated_by) VALUES ($1, $2, $3)"
+            " ON CONFLICT (group_name) DO UPDATE SET value = EXCLUDED.value,"
+            " version = settings.version + 1, updated_by = EXCLUDED.updated_by,"
+            " updated_at = now() RETURNING version",
+            group,
+            data,
+            changed_by,
+        )
+        await conn.execute(
+            "INSERT INTO settings_history (group_name, version, changed_keys, changed_by)"
+            " VALUES ($1, $2, $3, $4)",
+            group,
+            version,
+            changed,
+            changed_by,
+        )
+    return version

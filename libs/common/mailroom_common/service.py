@@ -1,0 +1,56 @@
+"""The thin service base: a service is a FastStream router, periodic tasks and readiness checks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from faststream.rabbit import RabbitRouter
+
+from mailroom_common.metrics import PERIODIC_FAILURES
+from mailroom_common.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else what is wrong
+
+
+@dataclass
+class PeriodicTask:
+    name: str
+    interval_seconds: float
+    run: Callable[[], Awaitable[None]]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def loop(self, stopping: asyncio.Event) -> None:
+        """Run every interval (or at once when woken) until stopping is set."""
+        while not stopping.is_set():
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                PERIODIC_FAILURES.labels(self.name).inc()
+                log.exception("periodic task %s failed", self.name)
+            self.wake.clear()
+            waiters = [asyncio.create_task(e.wait()) for e in (self.wake, stopping)]
+            _done, pending = await asyncio.wait(
+                waiters, timeout=self.interval_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+
+
+@dataclass
+class Service:
+    name: str
+    router: RabbitRouter | None = None
+    periodic: list[PeriodicTask] = field(default_factory=list)
+    ready_checks: list[ReadyCheck] = field(default_factory=list)
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+ServiceFactory = Callable[[Runtime], Service]

@@ -1,0 +1,306 @@
+"""The `mailroom` command: run services, manage contacts and campaigns, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from mailroom_common.db import create_pool
+from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
+from mailroom_common.logs import configure_logging
+from mailroom_common.migrate import migrate as apply_migrations
+from mailroom_common.runner import ServiceProcess
+from mailroom_common.settings import Settings
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mailroom import campaigns
+from mailroom.contacts_import import import_contacts
+from mailroom.services import SERVICES
+
+app = typer.Typer(
+    help="Mailroom: email campaigns on RabbitMQ and PostgreSQL.", no_args_is_help=True
+)
+contacts_app = typer.Typer(help="Contacts and lists.", no_args_is_help=True)
+campaign_app = typer.Typer(help="Campaigns.", no_args_is_help=True)
+app.add_typer(contacts_app, name="contacts")
+app.add_typer(campaign_app, name="campaign")
+
+console = Console()
+errors = Console(stderr=True)
+T = TypeVar("T")
+FINAL_CAMPAIGN_STATUSES = ("completed", "failed", "cancelled")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+async def _with_pool(settings: Settings, work: Any) -> Any:
+    await apply_migrations(settings.database_url)
+    pool = await create_pool(settings)
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+@app.command()
+def run(
+    services: Annotated[list[str], typer.Argument(help="'all', or service names.")],
+) -> None:
+    """Run services in this process until SIGTERM (drains in-flight work first)."""
+    names = list(SERVICES) if services == ["all"] else services
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise _fail(f"unknown service(s) {', '.join(unknown)}; known: all, {', '.join(SERVICES)}")
+    settings = Settings()
+    configure_logging(settings.log_level)
+    process = ServiceProcess(settings, {n: SERVICES[n] for n in names})
+    try:
+        import uvloop
+
+        uvloop.run(process.run_until_signalled())
+    except OSError as error:
+        raise _fail(f"cannot start: {error}") from error
+
+
+@app.command()
+def migrate() -> None:
+    """Create the database if missing and apply pending migrations (safe to run concurrently)."""
+    applied = _run(apply_migrations(Settings().database_url))
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@contacts_app.command("import")
+def contacts_import(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV with an 'email' column.")
+    ],
+    list_name: Annotated[str, typer.Option("--list", help="The list to subscribe them to.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Import contacts from CSV: good rows are imported, bad rows reported by line number."""
+    settings = Settings()
+    try:
+        report = _run(_with_pool(settings, lambda pool: import_contacts(pool, file, list_name)))
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    if as_json:
+        console.print_json(json.dumps(report.__dict__))
+        return
+    console.print(
+        f"imported {report.imported} contacts into list [bold]{list_name}[/bold]"
+        f" ({report.created} new, {report.updated} updated,"
+        f" {report.kept_unsubscribed} kept unsubscribed)"
+    )
+    for line, reason in report.bad_rows:
+        errors.print(f"{file}:{line}: {reason}")
+    if report.bad_rows:
+        errors.print(f"{len(report.bad_rows)} bad row(s) skipped")
+
+
+@campaign_app.command("create")
+def campaign_create(
+    name: Annotated[str, typer.Option(help="Internal name.")],
+    subject: Annotated[str, typer.Option(help="Subject (a template).")],
+    from_email: Annotated[str, typer.Option("--from", help="From address.")],
+    html: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="HTML template file.")],
+    lists: Annotated[list[str], typer.Option("--list", help="Target list (repeatable).")],
+    text: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Text template; derived from the HTML if omitted."
+        ),
+    ] = None,
+    from_name: Annotated[str, typer.Option(help="From display name.")] = "",
+    reply_to: Annotated[str | None, typer.Option(help="Reply-To address.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a draft campaign (templates are checked now, not at send time)."""
+    new = campaigns.NewCampaign(
+        name=name,
+        subject=subject,
+        from_email=from_email,
+        from_name=from_name,
+        html_template=html.read_text(encoding="utf-8"),
+        text_template=text.read_text(encoding="utf-8") if text else None,
+        lists=lists,
+        reply_to=reply_to,
+    )
+    try:
+        campaign_id = _run(
+            _with_pool(Settings(), lambda pool: campaigns.create_campaign(pool, new))
+        )
+    except campaigns.CampaignProblem as problem:
+        raise _fail(str(problem)) from problem
+    if as_json:
+        console.print_json(json.dumps({"campaign_id": campaign_id}))
+    else:
+        console.print(f"created campaign {campaign_id}")
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise _fail(f"--at {value!r}: use ISO 8601, e.g. 2026-12-01T09:00:00+01:00") from error
+    return moment if moment.tzinfo else moment.astimezone()  # naive: this machine's local time
+
+
+@campaign_app.command("launch")
+def campaign_launch(
+    campaign_id: int,
+    at: Annotated[str | None, typer.Option("--at", help="Send at (ISO 8601); default now.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Show progress until it ends.")] = False,
+) -> None:
+    """Publish campaign.launch for a draft campaign."""
+    settings = Settings()
+    send_at = _parse_time(at) if at else None
+    status = _run(_with_pool(settings, lambda pool: campaigns.campaign_status(pool, campaign_id)))
+    if status is None:
+        raise _fail(f"no campaign {campaign_id}")
+    if status["status"] != "draft":
+        raise _fail(f"campaign {campaign_id} is {status['status']}: only a draft can be launched")
+    _run(campaigns.send_command(settings, CampaignLaunch(campaign_id=campaign_id, send_at=send_at)))
+    console.print(f"launch of campaign {campaign_id} published")
+    if watch:
+        final = watch_campaign(settings, campaign_id)
+        print_summary(final)
+        if final["status"] != "completed":
+            raise typer.Exit(code=1)
+
+
+def _command(campaign_id: int, command: Any) -> None:
+    _run(campaigns.send_command(Settings(), command))
+    console.print(f"{command.routing_key} for campaign {campaign_id} published")
+
+
+@campaign_app.command("pause")
+def campaign_pause(campaign_id: int) -> None:
+    """Pause generation and sending (resume picks up where it stopped)."""
+    _command(campaign_id, CampaignPause(campaign_id=campaign_id))
+
+
+@campaign_app.command("resume")
+def campaign_resume(campaign_id: int) -> None:
+    """Resume a paused campaign."""
+    _command(campaign_id, CampaignResume(campaign_id=campaign_id))
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(campaign_id: int) -> None:
+    """Cancel: unsent items are skipped."""
+    _command(campaign_id, CampaignCancel(campaign_id=campaign_id))
+
+
+@campaign_app.command("status")
+def campaign_status(
+    campaign_id: int, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """A campaign's state and its items by status."""
+    status = _run(_with_pool(Settings(), lambda pool: campaigns.campaign_status(pool, campaign_id)))
+    if status is None:
+        raise _fail(f"no campaign {campaign_id}")
+    if as_json:
+        console.print_json(json.dumps(status, default=str))
+        return
+    table = Table(title=f"campaign {campaign_id}: {status['name']} — {status['status']}")
+    table.add_column("items")
+    table.add_column("count", justify="right")
+    for key, value in sorted(status["counts"].items()):
+        table.add_row(key, str(value))
+    table.add_row("total", str(status["items"]))
+    console.print(table)
+    if status["failure_reason"]:
+        console.print(f"[red]failed:[/red] {status['failure_reason']}")
+
+
+def watch_campaign(
+    settings: Settings, campaign_id: int, poll_seconds: float = 0.5
+) -> dict[str, Any]:
+    """A progress bar until the campaign ends; returns its final status (with `seconds`)."""
+
+    async def watch() -> dict[str, Any]:
+        pool = await create_pool(settings)
+        started = time.monotonic()
+        try:
+            with Progress(
+                TextColumn("[bold]campaign {task.fields[campaign]}[/bold] {task.fields[state]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
+                task = progress.add_task("send", total=None, campaign=campaign_id, state="")
+                while True:
+                    status = await campaigns.campaign_status(pool, campaign_id)
+                    assert status is not None
+                    total = status["items"] if status["generation_done"] else None
+                    progress.update(
+                        task, completed=status["done"], total=total, state=status["status"]
+                    )
+                    if status["status"] in FINAL_CAMPAIGN_STATUSES:
+                        status["seconds"] = time.monotonic() - started
+                        return status
+                    await asyncio.sleep(poll_seconds)
+        finally:
+            await pool.close()
+
+    return _run(watch())
+
+
+def print_summary(status: dict[str, Any]) -> None:
+    counts = status["counts"]
+    seconds = status.get("seconds") or 0.0
+    sent = counts.get("sent", 0)
+    table = Table(title=f"campaign {status['id']} {status['status']}")
+    for column in ("sent", "failed", "suppressed", "skipped", "seconds", "messages/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(sent),
+        str(counts.get("failed", 0)),
+        str(counts.get("suppressed", 0)),
+        str(counts.get("skipped", 0)),
+        f"{seconds:.1f}",
+        f"{sent / seconds:.0f}" if seconds else "-",
+    )
+    console.print(table)
+    if status.get("failure_reason"):
+        console.print(f"[red]failed:[/red] {status['failure_reason']}")
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option(help="How many contacts to generate.")] = 10_000,
+) -> None:
+    """A real campaign end to end: SMTP sink, every service, 10,000 contacts, a summary."""
+    from mailroom.demo import run_demo
+
+    code = run_demo(contacts)
+    raise typer.Exit(code=code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

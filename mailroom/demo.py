@@ -1,0 +1,233 @@
+"""`mailroom demo`: a real campaign end to end on this machine.
+
+It uses its own database (mailroom_demo, recreated each run) and queue prefix, so it never
+touches a real installation's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import httpx
+from mailroom_common.db import create_pool, quote_ident
+from mailroom_common.events import CampaignLaunch
+from mailroom_common.migrate import migrate
+from mailroom_common.runtime_settings import SmtpAccount, save_group
+from mailroom_common.settings import Settings
+from rich.console import Console
+
+from mailroom import campaigns
+from mailroom.cli import print_summary, watch_campaign
+from mailroom.contacts_import import import_contacts
+
+console = Console()
+TEMPLATES = Path(__file__).parent / "demo_templates"
+DEMO_DATABASE = "mailroom_demo"
+DEMO_PREFIX = "mailroom-demo"
+HOW_TO_START = {
+    "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+    "  (or: docker compose up -d postgres)",
+    "RabbitMQ": "rabbitmq-server -detached  (or: docker compose up -d rabbitmq)",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def demo_settings() -> Settings:
+    base = Settings()
+    url = urlsplit(base.database_url)
+    return base.model_copy(
+        update={
+            "database_url": urlunsplit(url._replace(path=f"/{DEMO_DATABASE}")),
+            "queue_prefix": DEMO_PREFIX,
+        }
+    )
+
+
+async def _unreachable(settings: Settings) -> list[str]:
+    missing = []
+    admin_url = urlunsplit(urlsplit(settings.database_url)._replace(path="/postgres"))
+    try:
+        conn = await asyncpg.connect(admin_url, timeout=5)
+        await conn.close()
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        missing.append("PostgreSQL")
+    try:
+        connection = await aio_pika.connect(settings.rabbitmq_url, timeout=5)
+        await connection.close()
+    except (OSError, aio_pika.exceptions.AMQPError, TimeoutError):
+        missing.append("RabbitMQ")
+    return missing
+
+
+def _docker_works() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def check_services(settings: Settings) -> bool:
+    missing = asyncio.run(_unreachable(settings))
+    if not missing:
+        return True
+    for name in missing:
+        console.print(f"[red]{name} cannot be reached[/red] ({name} settings: MAILROOM_*_URL)")
+    if _docker_works():
+        console.print("starting them with docker compose ...")
+        services = [{"PostgreSQL": "postgres", "RabbitMQ": "rabbitmq"}[m] for m in missing]
+        subprocess.run(["docker", "compose", "up", "-d", "--wait", *services], check=False)
+        return not asyncio.run(_unreachable(settings))
+    for name in missing:
+        console.print(f"  start {name}: {HOW_TO_START[name]}")
+    return False
+
+
+async def _fresh_database(settings: Settings) -> None:
+    admin_url = urlunsplit(urlsplit(settings.database_url)._replace(path="/postgres"))
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(DEMO_DATABASE)} WITH (FORCE)")
+    finally:
+        await admin.close()
+    await migrate(settings.database_url)
+
+
+def start_smtp_sink(port: int) -> subprocess.Popen[bytes]:
+    sink = shutil.which("smtp-sink") or (
+        "/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None
+    )
+    if sink:
+        console.print(f"SMTP sink: Postfix smtp-sink on 127.0.0.1:{port}")
+        command = [sink, "-u", "nobody", f"127.0.0.1:{port}", "1024"]
+    else:
+        console.print(f"SMTP sink: aiosmtpd on 127.0.0.1:{port} (install postfix for smtp-sink)")
+        command = [sys.executable, "-m", "mailroom.smtp_sink", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the SMTP sink did not start")
+
+
+def write_contacts(path: Path, count: int) -> None:
+    plans = ("free", "pro", "team")
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "first_name", "last_name", "plan"])
+        for i in range(count):
+            writer.writerow(
+                [f"reader{i:05d}@demo.example.test", f"Reader{i}", "Demo", plans[i % 3]]
+            )
+        writer.writerow(["not-an-address", "Bad", "Row", "free"])
+
+
+async def _prepare(settings: Settings, sink_port: int, csv_path: Path) -> int:
+    await _fresh_database(settings)
+    pool = await create_pool(settings)
+    try:
+        await save_group(
+            pool,
+            SmtpAccount(host="127.0.0.1", port=sink_port, security="none", pool_size=8),
+            changed_by="demo",
+        )
+        report = await import_contacts(pool, csv_path, "demo-readers")
+        console.print(f"imported {report.imported} contacts into list demo-readers")
+        for line, reason in report.bad_rows:
+            console.print(f"  {csv_path.name}:{line}: {reason} (skipped, as expected)")
+        return await campaigns.create_campaign(
+            pool,
+            campaigns.NewCampaign(
+                name="Demo newsletter",
+                subject="What's new, {{ contact.first_name }}",
+                from_email="news@mailroom.test",
+                from_name="Mailroom Demo",
+                html_template=(TEMPLATES / "newsletter.html").read_text(),
+                text_template=None,
+                lists=["demo-readers"],
+            ),
+        )
+    finally:
+        await pool.close()
+
+
+def _start_services(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MAILROOM_DATABASE_URL": settings.database_url,
+        "MAILROOM_QUEUE_PREFIX": settings.queue_prefix,
+        "MAILROOM_HTTP_PORT": str(port),
+    }
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailroom", "run", "all"], env=env, stdout=log, stderr=log
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the services exited; see {log_path}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                console.print(f"services running (all, http://127.0.0.1:{port}/metrics)")
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the services did not become ready; see {log_path}")
+
+
+def run_demo(contacts: int) -> int:
+    settings = demo_settings()
+    if not check_services(settings):
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="mailroom-demo-"))
+    sink_port = _free_port()
+    sink = start_smtp_sink(sink_port)
+    services: subprocess.Popen[bytes] | None = None
+    try:
+        csv_path = workdir / "contacts.csv"
+        write_contacts(csv_path, contacts)
+        campaign_id = asyncio.run(_prepare(settings, sink_port, csv_path))
+        services = _start_services(settings, workdir / "services.log")
+        asyncio.run(campaigns.send_command(settings, CampaignLaunch(campaign_id=campaign_id)))
+        final = watch_campaign(settings, campaign_id)
+        print_summary(final)
+        ok = final["status"] == "completed" and final["counts"].get("sent", 0) == contacts
+        console.print(
+            f"services log: {workdir / 'services.log'}; inspect with "
+            f"MAILROOM_DATABASE_URL={settings.database_url} mailroom campaign status {campaign_id}"
+        )
+        return 0 if ok else 1
+    finally:
+        if services is not None:
+            services.send_signal(signal.SIGTERM)
+            try:
+                services.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                services.kill()
+        sink.kill()
+        sink.wait()

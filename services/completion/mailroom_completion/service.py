@@ -1,0 +1,38 @@
+"""completion: marks campaigns completed and announces their figures."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+from mailroom_common.events import CampaignGenerated, DeliveryResults, Event
+from mailroom_common.intake import take
+from mailroom_common.runtime import Runtime
+from mailroom_common.service import PeriodicTask, Service
+
+from mailroom_completion.completion import CompletionTracker
+
+EVENTS: dict[str, type[Event]] = {
+    DeliveryResults.routing_key: DeliveryResults,
+    CampaignGenerated.routing_key: CampaignGenerated,
+}
+
+
+def build(runtime: Runtime) -> Service:
+    router = RabbitRouter()
+    queue = runtime.topology.completion_events
+    tracker = CompletionTracker(runtime)
+
+    async def process(event: Event, _: RabbitMessage) -> None:
+        campaign_id = getattr(event, "campaign_id", None)
+        if campaign_id is not None:
+            await tracker.check(campaign_id)
+
+    @router.subscriber(queue, runtime.topology.events, ack_policy=AckPolicy.MANUAL)
+    async def on_campaign_event(message: RabbitMessage) -> None:
+        await take(runtime, queue, message, EVENTS, process)
+
+    sweep = PeriodicTask(
+        "mark-campaigns-completed", runtime.settings.sweep_interval_seconds, tracker.sweep
+    )
+    return Service("completion", router, periodic=[sweep])

@@ -1,0 +1,37 @@
+"""item_generator: turns launched campaigns into campaign items, page by page."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+from mailroom_common.events import CAMPAIGN_COMMANDS, CampaignLaunch, Event
+from mailroom_common.intake import take
+from mailroom_common.runtime import Runtime
+from mailroom_common.service import PeriodicTask, Service
+
+from mailroom_item_generator import commands
+from mailroom_item_generator.generator import ItemGenerator
+
+
+def build(runtime: Runtime) -> Service:
+    router = RabbitRouter()
+    queue = runtime.topology.campaign_commands
+    generator = ItemGenerator(runtime)
+    generate = PeriodicTask("generate-campaign-items", 1.0, generator.run_due)
+    republish = PeriodicTask(
+        "republish-item-pages",
+        runtime.settings.sweep_interval_seconds,
+        generator.republish_unpublished_pages,
+    )
+
+    async def process(command: Event, _: RabbitMessage) -> None:
+        await commands.dispatch(runtime, command)
+        if isinstance(command, CampaignLaunch):
+            generate.wake.set()
+
+    @router.subscriber(queue, runtime.topology.commands, ack_policy=AckPolicy.MANUAL)
+    async def on_campaign_command(message: RabbitMessage) -> None:
+        await take(runtime, queue, message, CAMPAIGN_COMMANDS, process)
+
+    return Service("item_generator", router, periodic=[generate, republish])

@@ -1,0 +1,187 @@
+"""Renders a page of campaign items into outbound batches.
+
+Items move pending -> queued only after their batch is confirmed by the broker, so a crash
+loses nothing: the page is redelivered and the items still pending are rendered again (a
+batch published twice is harmless: the sender claims each item once).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asyncpg import Record
+from mailroom_common.events import (
+    CampaignFailed,
+    DeliveryResult,
+    DeliveryResults,
+    ItemsPage,
+    OutboundBatch,
+    OutboundEmail,
+)
+from mailroom_common.intake import Rejected
+from mailroom_common.metrics import EMAILS_RENDERED, RENDER_FAILURES
+from mailroom_common.rendering import CompiledMessage, Recipient, RecipientProblem, TemplateProblem
+from mailroom_common.runtime import Runtime
+from mailroom_common.runtime_settings import MarketingSettings, load_group
+
+from mailroom_message_processor.campaign_content import compile_campaign
+
+log = logging.getLogger(__name__)
+
+PENDING_ITEMS = """
+SELECT i.id, i.email, i.contact_id, c.first_name, c.last_name, c.attributes
+FROM campaign_items i JOIN contacts c ON c.id = i.contact_id
+WHERE i.id = ANY($1) AND i.campaign_id = $2 AND i.status = 'pending'
+ORDER BY i.id
+"""
+
+FAIL_ITEMS = """
+UPDATE campaign_items i SET status = 'failed', error = f.error
+FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+WHERE i.id = f.id AND i.status = 'pending'
+"""
+
+
+class MessageProcessor:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._compiled: dict[tuple[int, int], CompiledMessage] = {}
+
+    async def _marketing(self) -> tuple[MarketingSettings, int]:
+        return await load_group(self.runtime.pool, MarketingSettings)
+
+    async def handle_page(self, page: ItemsPage) -> None:
+        runtime = self.runtime
+        campaign = await runtime.pool.fetchrow(
+            "SELECT * FROM campaigns WHERE id = $1", page.campaign_id
+        )
+        if campaign is None:
+            raise Rejected(f"unknown campaign {page.campaign_id}")
+        if campaign["status"] == "paused":
+            # handed over again by the item generator once the campaign resumes
+            await runtime.pool.execute(
+                "UPDATE item_pages SET published_at = NULL WHERE id = $1", page.page_id
+            )
+            return
+        if campaign["status"] not in ("generating", "sending"):
+            return  # cancelled or failed: its open items were closed with it
+        marketing, version = await self._marketing()
+        try:
+            compiled = self._compiled_for(campaign, marketing, version)
+        except TemplateProblem as problem:
+            await self._fail_campaign(campaign["id"], str(problem))
+            return
+        rows = await runtime.pool.fetch(PENDING_ITEMS, page.item_ids, page.campaign_id)
+        emails, failures = self._render(campaign, compiled, marketing, rows)
+        batch_size = runtime.settings.batch_size
+        for start in range(0, len(emails), batch_size):
+            chunk = emails[start : start + batch_size]
+            await runtime.send_work(
+                OutboundBatch(kind="campaign", campaign_id=campaign["id"], emails=chunk)
+            )
+            await runtime.pool.execute(
+                "UPDATE campaign_items SET status = 'queued' WHERE id = ANY($1)"
+                " AND status = 'pending'",
+                [e.item_id for e in chunk],
+            )
+        if failures:
+            await runtime.pool.execute(FAIL_ITEMS, list(failures), list(failures.values()))
+            await runtime.announce(
+                DeliveryResults(
+                    kind="campaign",
+                    campaign_id=campaign["id"],
+                    results=[
+                        DeliveryResult(item_id=i, status="failed", smtp_reply=None)
+                        for i in failures
+                    ],
+                )
+            )
+
+    def _compiled_for(
+        self, campaign: Record, marketing: MarketingSettings, version: int
+    ) -> CompiledMessage:
+        key = (campaign["id"], version)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            if len(self._compiled) > 64:
+                self._compiled.clear()
+            compiled = self._compiled[key] = compile_campaign(campaign, marketing)
+        return compiled
+
+    def _render(
+        self,
+        campaign: Record,
+        compiled: CompiledMessage,
+        marketing: MarketingSettings,
+        rows: list[Record],
+    ) -> tuple[list[OutboundEmail], dict[int, str]]:
+        settings, signer = self.runtime.settings, self.runtime.signer
+        base_url = marketing.public_base_url.rstrip("/")
+        source = f"c{campaign['id']}"
+        emails: list[OutboundEmail] = []
+        failures: dict[int, str] = {}
+        for row in rows:
+            item_ref = str(row["id"])
+            unsubscribe = signer.link_token(row["contact_id"], source, "unsubscribe")
+            manage = signer.link_token(row["contact_id"], source, "manage")
+            fields: dict[str, Any] = dict(row["attributes"] or {})
+            fields.update(
+                email=row["email"], first_name=row["first_name"], last_name=row["last_name"]
+            )
+            unsubscribe_url = f"{base_url}/unsubscribe/{unsubscribe}"
+            recipient = Recipient(
+                email=row["email"],
+                name=f"{row['first_name']} {row['last_name']}".strip(),
+                fields=fields,
+                message_id=signer.message_id(item_ref, source, settings.message_id_domain),
+                unsubscribe_url=unsubscribe_url,
+                manage_url=f"{base_url}/preferences/{manage}",
+                one_click_url=unsubscribe_url,
+                extra_headers=(("X-Mailroom-Item", item_ref),),
+            )
+            try:
+                message = compiled.render(recipient)
+            except RecipientProblem as problem:
+                RENDER_FAILURES.labels("recipient").inc()
+                failures[row["id"]] = f"rendering failed: {problem}"
+                continue
+            emails.append(
+                OutboundEmail(
+                    item_id=row["id"],
+                    recipient=row["email"],
+                    envelope_from=signer.verp_address(item_ref, settings.bounce_domain),
+                    message=message.decode("ascii"),
+                )
+            )
+        EMAILS_RENDERED.labels("campaign").inc(len(emails))
+        return emails, failures
+
+    async def _fail_campaign(self, campaign_id: int, reason: str) -> None:
+        RENDER_FAILURES.labels("campaign").inc()
+        log.warning("campaign %d failed: %s", campaign_id, reason)
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            failed = await conn.fetchval(
+                "UPDATE campaigns SET status = 'failed', failure_reason = $2, completed_at = now(),"
+                " lease_owner = NULL WHERE id = $1 AND status IN ('generating', 'sending')"
+                " RETURNING id",
+                campaign_id,
+                reason,
+            )
+            if failed is None:
+                return
+            await conn.execute(
+                "UPDATE campaign_items SET status = 'failed', error = $2"
+                " WHERE campaign_id = $1 AND status IN ('pending', 'queued', 'retry')",
+                campaign_id,
+                f"campaign failed: {reason}",
+            )
+        await self.runtime.announce(CampaignFailed(campaign_id=campaign_id, reason=reason))
+
+    async def give_up_page(self, page: ItemsPage, reason: str) -> None:
+        await self.runtime.pool.execute(
+            "UPDATE campaign_items SET status = 'failed', error = $2"
+            " WHERE id = ANY($1) AND status = 'pending'",
+            page.item_ids,
+            f"could not be rendered: {reason}"[:2000],
+        )

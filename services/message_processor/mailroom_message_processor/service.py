@@ -1,0 +1,28 @@
+"""message_processor: renders pages of campaign items into outbound batches."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+from mailroom_common.events import ItemsPage
+from mailroom_common.intake import take
+from mailroom_common.runtime import Runtime
+from mailroom_common.service import Service
+
+from mailroom_message_processor.processor import MessageProcessor
+
+
+def build(runtime: Runtime) -> Service:
+    router = RabbitRouter()
+    queue = runtime.topology.item_pages
+    processor = MessageProcessor(runtime)
+
+    async def process(page: ItemsPage, _: RabbitMessage) -> None:
+        await processor.handle_page(page)
+
+    @router.subscriber(queue, runtime.topology.work, ack_policy=AckPolicy.MANUAL)
+    async def on_items_page(message: RabbitMessage) -> None:
+        await take(runtime, queue, message, ItemsPage, process, processor.give_up_page)
+
+    return Service("message_processor", router)

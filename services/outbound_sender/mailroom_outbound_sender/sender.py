@@ -1,0 +1,150 @@
+"""Delivers outbound batches: claim, rate-limit, send, record, retry later or fail.
+
+Each item is claimed (queued/retry -> sending) before it is sent, so a batch published twice
+sends each email once. A batch redelivered after a crash reclaims its items still `sending`:
+those are the in-flight messages, the only ones that may reach a recipient twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from mailroom_common.events import DeliveryResult, DeliveryResults, OutboundBatch, OutboundEmail
+from mailroom_common.metrics import DELIVERIES
+from mailroom_common.rate_limit import SharedRateLimiter
+from mailroom_common.runtime import Runtime
+from mailroom_common.runtime_settings import SmtpAccount, load_group
+
+from mailroom_outbound_sender.smtp_pool import Outcome, SmtpPool
+
+log = logging.getLogger(__name__)
+
+SUPPRESS_ITEMS = """
+UPDATE campaign_items i SET status = 'suppressed', error = 'address suppressed: ' || s.reason
+FROM suppressions s
+WHERE i.id = ANY($1) AND s.email = lower(i.email)
+  AND (i.status IN ('queued', 'retry') OR ($2 AND i.status = 'sending'))
+RETURNING i.id
+"""
+
+CLAIM_ITEMS = """
+UPDATE campaign_items SET status = 'sending', attempts = attempts + 1
+WHERE id = ANY($1) AND (status IN ('queued', 'retry') OR ($2 AND status = 'sending'))
+RETURNING id
+"""
+
+RECORD_RESULTS = """
+UPDATE campaign_items i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
+       sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[]) AS r(id, status, code, reply)
+WHERE i.id = r.id AND i.status = 'sending'
+"""
+
+RATE_LIMIT_NAME = "smtp:global"
+
+
+class OutboundSender:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.limiter = SharedRateLimiter(runtime.pool, RATE_LIMIT_NAME)
+        self.account = SmtpAccount()
+        self.smtp = SmtpPool(self.account)
+
+    async def start(self) -> None:
+        self.account, _version = await load_group(self.runtime.pool, SmtpAccount)
+        self.smtp = SmtpPool(self.account)
+
+    async def stop(self) -> None:
+        await self.smtp.close()
+
+    async def handle_batch(self, batch: OutboundBatch, redelivered: bool) -> None:
+        runtime = self.runtime
+        ids = [email.item_id for email in batch.emails]
+        if batch.campaign_id is not None:
+            status = await runtime.pool.fetchval(
+                "SELECT status FROM campaigns WHERE id = $1", batch.campaign_id
+            )
+            if status == "paused":
+                await self._hold(batch)
+                return
+        suppressed = {r["id"] for r in await runtime.pool.fetch(SUPPRESS_ITEMS, ids, redelivered)}
+        claimed = {r["id"] for r in await runtime.pool.fetch(CLAIM_ITEMS, ids, redelivered)}
+        to_send = [e for e in batch.emails if e.item_id in claimed]
+        outcomes: list[Outcome] = []
+        rate = self.account.messages_per_second
+        chunk = max(1, int(rate // 4)) if rate > 0 else max(1, len(to_send))
+        for start in range(0, len(to_send), chunk):
+            part = to_send[start : start + chunk]
+            await self.limiter.take(len(part), rate)
+            outcomes.extend(await self.smtp.send_all(part))
+        outcomes = await self._schedule_retries(batch, to_send, outcomes)
+        await self._record(outcomes)
+        results = [
+            DeliveryResult(
+                item_id=o.item_id, status=o.status, smtp_code=o.smtp_code, smtp_reply=o.smtp_reply
+            )
+            for o in outcomes
+        ] + [DeliveryResult(item_id=i, status="suppressed") for i in suppressed]
+        if results:
+            await runtime.announce(
+                DeliveryResults(kind=batch.kind, campaign_id=batch.campaign_id, results=results)
+            )
+
+    async def _schedule_retries(
+        self, batch: OutboundBatch, sent: list[OutboundEmail], outcomes: list[Outcome]
+    ) -> list[Outcome]:
+        """Publish temporary failures to their back-off tier; past the last tier they fail."""
+        by_id = {e.item_id: e for e in sent}
+        tiers: dict[int, list[OutboundEmail]] = defaultdict(list)
+        final: list[Outcome] = []
+        for outcome in outcomes:
+            if outcome.status != "retry":
+                final.append(outcome)
+                continue
+            email = by_id[outcome.item_id]
+            delay = self.runtime.topology.retry_tier(email.attempt)
+            if delay is None:
+                final.append(
+                    Outcome(
+                        outcome.item_id,
+                        "failed",
+                        outcome.smtp_code,
+                        f"gave up after {email.attempt + 1} attempts: {outcome.smtp_reply}",
+                    )
+                )
+                continue
+            tiers[delay].append(email.model_copy(update={"attempt": email.attempt + 1}))
+            final.append(outcome)
+        for delay, emails in tiers.items():
+            await self.runtime.send_work(
+                OutboundBatch(kind=batch.kind, campaign_id=batch.campaign_id, emails=emails),
+                routing_key=f"retry.{delay}",
+            )
+        return final
+
+    async def _hold(self, batch: OutboundBatch) -> None:
+        """A paused campaign's batch waits out the first back-off tier, then is looked at again."""
+        delay = self.runtime.topology.retry_delays_ms[0]
+        await self.runtime.send_work(batch, routing_key=f"retry.{delay}")
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        await self.runtime.pool.execute(
+            RECORD_RESULTS,
+            [o.item_id for o in outcomes],
+            [o.status for o in outcomes],
+            [o.smtp_code for o in outcomes],
+            [o.smtp_reply[:2000] for o in outcomes],
+        )
+        for outcome in outcomes:
+            DELIVERIES.labels(outcome.status).inc()
+
+    async def give_up_batch(self, batch: OutboundBatch, reason: str) -> None:
+        await self.runtime.pool.execute(
+            "UPDATE campaign_items SET status = 'failed', error = $2"
+            " WHERE id = ANY($1) AND status IN ('queued', 'retry', 'sending')",
+            [e.item_id for e in batch.emails],
+            f"could not be sent: {reason}"[:2000],
+        )

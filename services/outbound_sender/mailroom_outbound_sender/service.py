@@ -1,0 +1,28 @@
+"""outbound_sender: delivers rendered emails through the global SMTP account."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+from mailroom_common.events import OutboundBatch
+from mailroom_common.intake import take
+from mailroom_common.runtime import Runtime
+from mailroom_common.service import Service
+
+from mailroom_outbound_sender.sender import OutboundSender
+
+
+def build(runtime: Runtime) -> Service:
+    router = RabbitRouter()
+    queue = runtime.topology.outbound_batches
+    sender = OutboundSender(runtime)
+
+    async def process(batch: OutboundBatch, message: RabbitMessage) -> None:
+        await sender.handle_batch(batch, redelivered=bool(message.raw_message.redelivered))
+
+    @router.subscriber(queue, runtime.topology.work, ack_policy=AckPolicy.MANUAL)
+    async def on_outbound_batch(message: RabbitMessage) -> None:
+        await take(runtime, queue, message, OutboundBatch, process, sender.give_up_batch)
+
+    return Service("outbound_sender", router, on_start=[sender.start], on_stop=[sender.stop])

@@ -1,0 +1,207 @@
+"""A campaign through the real RabbitMQ, PostgreSQL and an SMTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+import aio_pika
+import pytest
+from mailroom_common.events import CampaignLaunch
+
+from mailroom.campaigns import campaign_status, send_command
+from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from tests.support.seed import make_audience, make_campaign, use_smtp_server
+from tests.support.smtp import SmtpServer
+
+pytestmark = pytest.mark.integration
+
+VERP = re.compile(r"^bounces\+(\d+)-([a-z2-7]+)@bounces\.mailroom\.test$")
+
+
+async def _completed(install: Installation, campaign_id: int, limit: float = 180) -> dict[str, Any]:
+    assert install.pool is not None
+    result: dict[str, Any] = {}
+
+    async def done() -> bool:
+        status = await campaign_status(install.pool, campaign_id)  # type: ignore[arg-type]
+        assert status is not None
+        result.update(status)
+        return status["status"] in ("completed", "failed", "cancelled")
+
+    await wait_for(done, limit, f"campaign {campaign_id} to complete")
+    return result
+
+
+def _check_message(install: Installation, received: Any) -> None:
+    message = received.message
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    assert "Hello First" in text and "Hello First" in html
+    for part in (text, html):
+        assert "/unsubscribe/" in part and "/preferences/" in part
+    unsubscribe = re.search(r"https?://\S+/unsubscribe/([\w.-]+)", text)
+    assert unsubscribe is not None
+    assert message["List-Unsubscribe"] == f"<{unsubscribe.group(0)}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    match = VERP.match(received.envelope_from)
+    assert match is not None, received.envelope_from
+    assert message["X-Mailroom-Item"] == match.group(1)
+
+
+async def test_campaign_reaches_every_eligible_recipient_once(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    audience = await make_audience(pool, 2000)
+    await use_smtp_server(pool, smtp_server.port)
+    campaign_id = await make_campaign(pool, audience)
+    installation.start_services()
+
+    started = time.monotonic()
+    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+    status = await _completed(installation, campaign_id)
+    print(f"\n2,000 recipients delivered in {time.monotonic() - started:.1f} s")
+
+    assert status["status"] == "completed", status
+    assert status["counts"] == {"sent": 2000}
+    handler = smtp_server.handler
+    message_ids = handler.message_ids()
+    assert len(message_ids) == 2000 and max(message_ids.values()) == 1
+    assert set(handler.recipients()) == audience.eligible
+    nobody = audience.suppressed | audience.unsubscribed | audience.invalid
+    assert not nobody & set(handler.recipients())
+    for received in handler.received[:50]:
+        _check_message(installation, received)
+    # the signed link verifies with the deployment's key
+    runtime_signer = __import__("mailroom_common.signing", fromlist=["Signer"]).Signer(
+        installation.settings.signing_key.get_secret_value().encode()
+    )
+    text = handler.received[0].message.get_body(("plain",)).get_content()
+    token = re.search(r"/unsubscribe/([\w.-]+)", text).group(1)  # type: ignore[union-attr]
+    claims = runtime_signer.verify_link_token(token)
+    assert claims.source == f"c{campaign_id}" and claims.purpose == "unsubscribe"
+    verp = VERP.match(handler.received[0].envelope_from)
+    assert verp is not None
+    assert runtime_signer.verify_verp_address(handler.received[0].envelope_from) == verp.group(1)
+
+    # a repeated launch creates nothing new
+    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+    await asyncio.sleep(2)
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM campaign_items WHERE campaign_id = $1", campaign_id
+        )
+        == 2000
+    )
+
+
+async def test_sigkill_mid_campaign_then_restart_loses_nobody(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    audience = await make_audience(pool, 2000)
+    await use_smtp_server(pool, smtp_server.port, messages_per_second=400)
+    campaign_id = await make_campaign(pool, audience)
+    process = installation.start_services()
+    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+
+    async def halfway() -> bool:
+        return len(smtp_server.handler.received) >= 600
+
+    await wait_for(halfway, 60, "600 messages before the kill")
+    installation.kill(process)
+    received_at_kill = len(smtp_server.handler.received)
+    installation.start_services(log_name="restarted")
+    status = await _completed(installation, campaign_id)
+
+    assert status["status"] == "completed"
+    assert status["counts"] == {"sent": 2000}
+    recipients = smtp_server.handler.recipients()
+    assert set(recipients) == audience.eligible
+    duplicates = sum(n - 1 for n in recipients.values())
+    print(f"\nkilled after {received_at_kill} messages; duplicates after restart: {duplicates}")
+    # only messages in flight at the kill may arrive twice: at most the SMTP pool's connections
+    # times the batches a process holds at once
+    assert duplicates <= 4 * 8
+
+
+async def test_temporary_failures_arrive_later_and_permanent_ones_fail(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    audience = await make_audience(pool, 300)
+    rejected = sorted(audience.eligible)[:7]
+    smtp_server.handler.hard_fail.update(rejected)
+    smtp_server.handler.soft_fail_everything_until = time.monotonic() + 3
+    await use_smtp_server(pool, smtp_server.port)
+    campaign_id = await make_campaign(pool, audience)
+    installation.start_services()
+    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+    status = await _completed(installation, campaign_id)
+
+    assert status["status"] == "completed"
+    assert status["counts"] == {"sent": 293, "failed": 7}
+    assert set(smtp_server.handler.recipients()) == audience.eligible - set(rejected)
+    retried = await pool.fetchval(
+        "SELECT count(*) FROM campaign_items WHERE campaign_id = $1 AND attempts > 1", campaign_id
+    )
+    assert retried > 0, "the 451 period should have sent some items through the retry tiers"
+    failed = await pool.fetch(
+        "SELECT email, smtp_code, smtp_reply FROM campaign_items WHERE status = 'failed'"
+    )
+    assert {r["email"] for r in failed} == set(rejected)
+    assert all(r["smtp_code"] == 550 and "5.1.1" in r["smtp_reply"] for r in failed)
+
+
+async def test_invalid_launch_events_are_dead_lettered_and_consuming_goes_on(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    audience = await make_audience(pool, 20)
+    await use_smtp_server(pool, smtp_server.port)
+    campaign_id = await make_campaign(pool, audience)
+    installation.start_services()
+    topology = installation.settings.queue_prefix
+    bad_messages = [
+        b"{not json",
+        json.dumps({"campaign_id": "seven"}).encode(),
+        json.dumps({"campaign_id": 999999}).encode(),
+    ]
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(f"{topology}.commands")
+        for body in bad_messages:
+            await exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key="campaign.launch",
+            )
+        # a good launch after the bad ones still goes through
+        await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+        status = await _completed(installation, campaign_id)
+        assert status["counts"] == {"sent": 20}
+
+        dlq = await channel.get_queue(f"{topology}.item_generator.commands.dlq")
+        reasons: dict[bytes, str] = {}
+        for _ in range(50):
+            message = await dlq.get(fail=False)
+            if message is None:
+                if len(reasons) == 3:
+                    break
+                await asyncio.sleep(0.1)
+                continue
+            reasons[message.body] = str(message.headers["x-mailroom-error"])
+            await message.ack()
+    assert set(reasons) == set(bad_messages)
+    assert "invalid campaign.launch" in reasons[b"{not json"]
+    assert "campaign_id" in reasons[bad_messages[1]]
+    assert reasons[bad_messages[2]] == "unknown campaign 999999"
