@@ -11,11 +11,12 @@ from typing import Any
 import aio_pika
 import pytest
 from mailroom_common.events import CampaignLaunch
+from mailroom_common.signing import Signer
 
 from mailroom.campaigns import campaign_status, send_command
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
-from tests.support.smtp import SmtpServer
+from tests.support.smtp import Received, SmtpServer
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +37,10 @@ async def _completed(install: Installation, campaign_id: int, limit: float = 180
     return result
 
 
-def _check_message(install: Installation, received: Any) -> None:
+def _check_message(received: Received) -> None:
     message = received.message
     assert message.get_content_type() == "multipart/alternative"
-    text = message.get_body(("plain",)).get_content()
-    html = message.get_body(("html",)).get_content()
+    text, html = received.part("plain"), received.part("html")
     assert "Hello First" in text and "Hello First" in html
     for part in (text, html):
         assert "/unsubscribe/" in part and "/preferences/" in part
@@ -77,14 +77,12 @@ async def test_campaign_reaches_every_eligible_recipient_once(
     nobody = audience.suppressed | audience.unsubscribed | audience.invalid
     assert not nobody & set(handler.recipients())
     for received in handler.received[:50]:
-        _check_message(installation, received)
+        _check_message(received)
     # the signed link verifies with the deployment's key
-    runtime_signer = __import__("mailroom_common.signing", fromlist=["Signer"]).Signer(
-        installation.settings.signing_key.get_secret_value().encode()
-    )
-    text = handler.received[0].message.get_body(("plain",)).get_content()
-    token = re.search(r"/unsubscribe/([\w.-]+)", text).group(1)  # type: ignore[union-attr]
-    claims = runtime_signer.verify_link_token(token)
+    runtime_signer = Signer(installation.settings.signing_key.get_secret_value().encode())
+    token = re.search(r"/unsubscribe/([\w.-]+)", handler.received[0].part("plain"))
+    assert token is not None
+    claims = runtime_signer.verify_link_token(token.group(1))
     assert claims.source == f"c{campaign_id}" and claims.purpose == "unsubscribe"
     verp = VERP.match(handler.received[0].envelope_from)
     assert verp is not None

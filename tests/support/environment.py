@@ -28,6 +28,20 @@ POSTGRES_SERVER = os.environ.get("MAILROOM_TEST_POSTGRES", "postgresql://postgre
 RABBITMQ_URL = os.environ.get("MAILROOM_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
 
 
+def _settings_from(env: dict[str, str]) -> Settings:
+    """Settings exactly as a service process started with `env` reads them."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 class Installation:
     """Settings, database and broker names nobody else uses, and the service processes."""
 
@@ -44,9 +58,7 @@ class Installation:
             "MAILROOM_GRACEFUL_TIMEOUT_SECONDS": "20",
         }
         self.env.update({f"MAILROOM_{k.upper()}": str(v) for k, v in overrides.items()})
-        self.settings = Settings(
-            **{k.removeprefix("MAILROOM_").lower(): v for k, v in self.env.items()}
-        )  # type: ignore[arg-type]
+        self.settings = _settings_from(self.env)
         self.pool: asyncpg.Pool | None = None
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from mailroom_common.runtime_settings import SmtpAccount, save_group
 
 from mailroom.campaigns import NewCampaign, create_campaign
@@ -27,7 +28,7 @@ class Audience:
 
 
 async def add_contacts(
-    conn: asyncpg.Connection,
+    conn: PoolConnectionProxy,
     rows: list[tuple[str, str, str]],
     list_id: int,
     status: str = "subscribed",
@@ -88,7 +89,9 @@ async def make_audience(pool: asyncpg.Pool, eligible: int, tag: str = "news") ->
 
 
 async def use_smtp_server(pool: asyncpg.Pool, port: int, **changes: object) -> None:
-    account = SmtpAccount(host="127.0.0.1", port=port, security="none", pool_size=4, **changes)  # type: ignore[arg-type]
+    account = SmtpAccount.model_validate(
+        {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": 4, **changes}
+    )
     await save_group(pool, account, changed_by="tests")
 
 

@@ -33,6 +33,13 @@ class Received:
         assert isinstance(parsed, EmailMessage)
         return parsed
 
+    def part(self, subtype: str) -> str:
+        body = self.message.get_body((subtype,))
+        assert body is not None, f"no text/{subtype} part"
+        content = body.get_content()
+        assert isinstance(content, str)
+        return content
+
     @property
     def message_id(self) -> str:
         return str(self.message["Message-ID"])

@@ -13,9 +13,12 @@ from asyncpg.pool import Pool
 from mailroom_common.metrics import RATE_LIMIT_WAIT_SECONDS
 
 TAKE = """
-INSERT INTO rate_limits AS r (name, tokens, updated_at) VALUES ($1, $3 - $2, clock_timestamp())
+INSERT INTO rate_limits AS r (name, tokens, updated_at)
+VALUES ($1, $3::float8 - $2::float8, clock_timestamp())
 ON CONFLICT (name) DO UPDATE SET
-    tokens = least($3, r.tokens + extract(epoch FROM clock_timestamp() - r.updated_at) * $4) - $2,
+    tokens = least($3::float8,
+                   r.tokens + extract(epoch FROM clock_timestamp() - r.updated_at) * $4::float8)
+             - $2::float8,
     updated_at = clock_timestamp()
 RETURNING tokens
 """

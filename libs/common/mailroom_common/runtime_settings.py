@@ -5,11 +5,13 @@ One row per group in `settings`; a group missing from the table has its defaults
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from asyncpg import Connection
 from asyncpg.pool import Pool
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+
+from mailroom_common.urls import is_one_click_url
 
 DEFAULT_TEXT_FOOTER = (
     "You receive this email because you subscribed to our list.\n"
@@ -43,13 +45,21 @@ class SmtpAccount(BaseModel):
     timeout_seconds: float = Field(default=30, gt=0)
 
 
+def check_public_base_url(url: str) -> str:
+    if not is_one_click_url(url):
+        raise ValueError(
+            "must be an https:// URL (RFC 8058 one-click unsubscribe); http:// only for localhost"
+        )
+    return url.rstrip("/")
+
+
 class MarketingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     group: Literal["marketing"] = "marketing"
 
     text_footer: str = DEFAULT_TEXT_FOOTER
     html_footer: str = DEFAULT_HTML_FOOTER
-    public_base_url: str = "http://127.0.0.1:8080"
+    public_base_url: Annotated[str, AfterValidator(check_public_base_url)] = "http://127.0.0.1:8080"
 
 
 class BounceMailbox(BaseModel):

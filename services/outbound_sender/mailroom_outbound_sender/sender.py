@@ -1,8 +1,9 @@
 """Delivers outbound batches: claim, rate-limit, send, record, retry later or fail.
 
-Each item is claimed (queued/retry -> sending) before it is sent, so a batch published twice
-sends each email once. A batch redelivered after a crash reclaims its items still `sending`:
-those are the in-flight messages, the only ones that may reach a recipient twice.
+Each item is claimed (pending/queued/retry -> sending) before it is sent, so a batch published
+twice sends each email once. Pending counts too: the batch may arrive before the message
+processor has marked its items queued. A batch redelivered after a crash reclaims its items
+still `sending`: those are the in-flight messages, the only ones that may reach a recipient twice.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ SUPPRESS_ITEMS = """
 UPDATE campaign_items i SET status = 'suppressed', error = 'address suppressed: ' || s.reason
 FROM suppressions s
 WHERE i.id = ANY($1) AND s.email = lower(i.email)
-  AND (i.status IN ('queued', 'retry') OR ($2 AND i.status = 'sending'))
+  AND (i.status IN ('pending', 'queued', 'retry') OR ($2 AND i.status = 'sending'))
 RETURNING i.id
 """
 
 CLAIM_ITEMS = """
 UPDATE campaign_items SET status = 'sending', attempts = attempts + 1
-WHERE id = ANY($1) AND (status IN ('queued', 'retry') OR ($2 AND status = 'sending'))
+WHERE id = ANY($1) AND (status IN ('pending', 'queued', 'retry') OR ($2 AND status = 'sending'))
 RETURNING id
 """
 
@@ -144,7 +145,7 @@ class OutboundSender:
     async def give_up_batch(self, batch: OutboundBatch, reason: str) -> None:
         await self.runtime.pool.execute(
             "UPDATE campaign_items SET status = 'failed', error = $2"
-            " WHERE id = ANY($1) AND status IN ('queued', 'retry', 'sending')",
+            " WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry', 'sending')",
             [e.item_id for e in batch.emails],
             f"could not be sent: {reason}"[:2000],
         )

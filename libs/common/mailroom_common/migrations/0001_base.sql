@@ -109,7 +109,7 @@ CREATE INDEX campaign_items_email ON campaign_items (lower(email), sent_at DESC)
 CREATE FUNCTION campaign_item_transition_allowed(old_status text, new_status text)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT old_status = new_status OR (old_status, new_status) IN (
-        ('pending', 'queued'), ('pending', 'suppressed'), ('pending', 'skipped'), ('pending', 'failed'),
+        ('pending', 'queued'), ('pending', 'sending'), ('pending', 'suppressed'), ('pending', 'skipped'), ('pending', 'failed'),
         ('queued', 'sending'), ('queued', 'suppressed'), ('queued', 'skipped'), ('queued', 'failed'),
         ('sending', 'sent'), ('sending', 'retry'), ('sending', 'failed'), ('sending', 'suppressed'),
         ('sending', 'skipped'),
