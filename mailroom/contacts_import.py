@@ -75,14 +75,14 @@ WITH existing AS (
     WHERE lower(email) IN (SELECT lower(email) FROM import_rows)
     ORDER BY lower(email), id)
 UPDATE contacts c SET first_name = r.first_name, last_name = r.last_name,
-    attributes = c.attributes || r.attributes, email_valid = true, updated_at = now()
+    attributes = c.attributes || r.attributes::jsonb, email_valid = true, updated_at = now()
 FROM import_rows r JOIN existing e ON e.address = lower(r.email)
 WHERE c.id = e.id
 """
 
 INSERT_NEW = """
 INSERT INTO contacts (email, first_name, last_name, attributes)
-SELECT r.email, r.first_name, r.last_name, r.attributes FROM import_rows r
+SELECT r.email, r.first_name, r.last_name, r.attributes::jsonb FROM import_rows r
 WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE lower(c.email) = lower(r.email))
 """
 
@@ -103,7 +103,7 @@ async def import_contacts(pool: Pool, path: Path, list_name: str) -> ImportRepor
         )
         await conn.execute(
             "CREATE TEMP TABLE import_rows (email text, first_name text, last_name text,"
-            " attributes jsonb) ON COMMIT DROP"
+            " attributes text) ON COMMIT DROP"
         )
         await conn.copy_records_to_table(
             "import_rows",
