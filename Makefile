@@ -28,3 +28,6 @@ lint: install
 
 clean:
 	rm -rf .venv .venv-tools .pytest_cache .mypy_cache .ruff_cache
+
+bench: install
+	.venv/bin/mailroom bench

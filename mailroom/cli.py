@@ -285,6 +285,45 @@ def print_summary(status: dict[str, Any]) -> None:
 
 
 @app.command()
+def asyncapi(
+    out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
+) -> None:
+    """The AsyncAPI document of every command and event, generated from the code."""
+    from mailroom.asyncapi import render
+
+    document = render()
+    if out is None:
+        sys.stdout.write(document)
+    else:
+        out.write_text(document)
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def bench(
+    recipients: Annotated[int, typer.Option(help="Recipients of the benchmark campaign.")] = 50_000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Measure rendering and end-to-end throughput (messages/s) and peak memory."""
+    from mailroom.bench import run_bench
+
+    try:
+        figures = run_bench(recipients)
+    except RuntimeError as error:
+        raise _fail(str(error)) from error
+    if as_json:
+        console.print_json(json.dumps(figures))
+        return
+    table = Table(title="mailroom bench")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    render = figures.pop("render")
+    for key, value in {**figures, **{f"render {k}": v for k, v in render.items()}}.items():
+        table.add_row(key, f"{value:.1f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
 def demo(
     contacts: Annotated[int, typer.Option(help="How many contacts to generate.")] = 10_000,
 ) -> None:

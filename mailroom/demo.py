@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -51,13 +52,13 @@ def _free_port() -> int:
         return port
 
 
-def demo_settings() -> Settings:
+def demo_settings(database: str = DEMO_DATABASE, prefix: str = DEMO_PREFIX) -> Settings:
     base = Settings()
     url = urlsplit(base.database_url)
     return base.model_copy(
         update={
-            "database_url": urlunsplit(url._replace(path=f"/{DEMO_DATABASE}")),
-            "queue_prefix": DEMO_PREFIX,
+            "database_url": urlunsplit(url._replace(path=f"/{database}")),
+            "queue_prefix": prefix,
         }
     )
 
@@ -101,10 +102,13 @@ def check_services(settings: Settings) -> bool:
 
 
 async def _fresh_database(settings: Settings) -> None:
-    admin_url = urlunsplit(urlsplit(settings.database_url)._replace(path="/postgres"))
+    url = urlsplit(settings.database_url)
+    admin_url = urlunsplit(url._replace(path="/postgres"))
     admin = await asyncpg.connect(admin_url)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(DEMO_DATABASE)} WITH (FORCE)")
+        await admin.execute(
+            f"DROP DATABASE IF EXISTS {quote_ident(url.path.lstrip('/'))} WITH (FORCE)"
+        )
     finally:
         await admin.close()
     await migrate(settings.database_url)
@@ -198,11 +202,25 @@ def _start_services(settings: Settings, log_path: Path) -> subprocess.Popen[byte
     raise RuntimeError(f"the services did not become ready; see {log_path}")
 
 
-def run_demo(contacts: int) -> int:
-    settings = demo_settings()
+def peak_memory_mib(pid: int) -> float | None:
+    """The process's peak resident memory (Linux), or None where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_campaign(settings: Settings, contacts: int) -> dict[str, Any] | None:
+    """Sink, contacts, services, one campaign watched to its end; None if a server is missing.
+
+    The returned status carries `seconds` and the services' `peak_rss_mib`.
+    """
     if not check_services(settings):
-        return 1
-    workdir = Path(tempfile.mkdtemp(prefix="mailroom-demo-"))
+        return None
+    workdir = Path(tempfile.mkdtemp(prefix="mailroom-"))
     sink_port = _free_port()
     sink = start_smtp_sink(sink_port)
     services: subprocess.Popen[bytes] | None = None
@@ -213,13 +231,9 @@ def run_demo(contacts: int) -> int:
         services = _start_services(settings, workdir / "services.log")
         asyncio.run(campaigns.send_command(settings, CampaignLaunch(campaign_id=campaign_id)))
         final = watch_campaign(settings, campaign_id)
-        print_summary(final)
-        ok = final["status"] == "completed" and final["counts"].get("sent", 0) == contacts
-        console.print(
-            f"services log: {workdir / 'services.log'}; inspect with "
-            f"MAILROOM_DATABASE_URL={settings.database_url} mailroom campaign status {campaign_id}"
-        )
-        return 0 if ok else 1
+        final["peak_rss_mib"] = peak_memory_mib(services.pid)
+        final["log"] = str(workdir / "services.log")
+        return final
     finally:
         if services is not None:
             services.send_signal(signal.SIGTERM)
@@ -229,3 +243,17 @@ def run_demo(contacts: int) -> int:
                 services.kill()
         sink.kill()
         sink.wait()
+
+
+def run_demo(contacts: int) -> int:
+    settings = demo_settings()
+    final = run_campaign(settings, contacts)
+    if final is None:
+        return 1
+    print_summary(final)
+    console.print(
+        f"services log: {final['log']}; inspect with "
+        f"MAILROOM_DATABASE_URL={settings.database_url} mailroom campaign status {final['id']}"
+    )
+    ok = final["status"] == "completed" and final["counts"].get("sent", 0) == contacts
+    return 0 if ok else 1

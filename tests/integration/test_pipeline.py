@@ -203,3 +203,40 @@ async def test_invalid_launch_events_are_dead_lettered_and_consuming_goes_on(
     assert "invalid campaign.launch" in reasons[b"{not json"]
     assert "campaign_id" in reasons[bad_messages[1]]
     assert reasons[bad_messages[2]] == "unknown campaign 999999"
+
+
+async def test_sigterm_drains_in_flight_work_and_duplicates_nothing(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    audience = await make_audience(pool, 2000)
+    await use_smtp_server(pool, smtp_server.port, messages_per_second=400)
+    campaign_id = await make_campaign(pool, audience)
+    process = installation.start_services()
+    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+
+    async def some_sent() -> bool:
+        return len(smtp_server.handler.received) >= 500
+
+    await wait_for(some_sent, 60, "500 messages before SIGTERM")
+    exit_code = installation.terminate(process)
+    assert exit_code == 0, installation.log_text()[-3000:]
+    in_flight = await pool.fetchval(
+        "SELECT count(*) FROM campaign_items WHERE campaign_id = $1 AND status = 'sending'",
+        campaign_id,
+    )
+    assert in_flight == 0, "a drained process leaves no item half-sent"
+    received_at_stop = len(smtp_server.handler.received)
+    assert received_at_stop < 2000, "the campaign should still have been running"
+
+    installation.start_services(log_name="restarted")
+    status = await _completed(installation, campaign_id)
+    recipients = smtp_server.handler.recipients()
+    print(
+        f"\nstopped after {received_at_stop} messages; duplicates: "
+        f"{sum(n - 1 for n in recipients.values())}"
+    )
+    assert status["counts"] == {"sent": 2000}
+    assert set(recipients) == audience.eligible
+    assert max(recipients.values()) == 1

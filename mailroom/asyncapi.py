@@ -1,0 +1,166 @@
+"""The AsyncAPI 3.0 document of every message Mailroom publishes or consumes, from the code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mailroom_common import events
+from mailroom_common.broker import Topology
+
+PREFIX = "{prefix}"
+
+# routing key -> (exchange, who publishes, who consumes, description)
+MESSAGES: dict[str, tuple[str, str, str, str]] = {
+    "campaign.launch": (
+        "commands",
+        "marketers, the CRM, `mailroom campaign launch`",
+        "item_generator",
+        "Launch a draft campaign, now or at send_at.",
+    ),
+    "campaign.pause": (
+        "commands",
+        "marketers, the CRM",
+        "item_generator",
+        "Stop generating and sending; resume continues.",
+    ),
+    "campaign.resume": (
+        "commands",
+        "marketers, the CRM",
+        "item_generator",
+        "Continue a paused campaign.",
+    ),
+    "campaign.cancel": (
+        "commands",
+        "marketers, the CRM",
+        "item_generator",
+        "Skip every item not yet sending.",
+    ),
+    "items.page": (
+        "work",
+        "item_generator",
+        "message_processor",
+        "A page of campaign item ids to render.",
+    ),
+    "outbound.batch": (
+        "work",
+        "message_processor, outbound_sender (retries)",
+        "outbound_sender",
+        "Rendered emails, up to MAILROOM_BATCH_SIZE per message.",
+    ),
+    "delivery.results": (
+        "events",
+        "outbound_sender, message_processor",
+        "completion",
+        "What happened to each email of a batch.",
+    ),
+    "campaign.generated": (
+        "events",
+        "item_generator",
+        "completion",
+        "Every item of a campaign exists.",
+    ),
+    "campaign.completed": (
+        "events",
+        "completion, item_generator (cancel)",
+        "anyone",
+        "A campaign ended, with its counts by item status.",
+    ),
+    "campaign.failed": (
+        "events",
+        "message_processor",
+        "anyone",
+        "A campaign failed (e.g. a template error), with the reason.",
+    ),
+    "settings.changed": (
+        "events",
+        "config",
+        "every service",
+        "An administrator changed a settings group.",
+    ),
+}
+
+
+def _key(routing_key: str) -> str:
+    return routing_key.replace(".", "_")
+
+
+def build_document() -> dict[str, Any]:
+    schemas = events.json_schemas()
+    missing = set(schemas) ^ set(MESSAGES)
+    if missing:
+        raise RuntimeError(f"AsyncAPI descriptions and event models differ: {sorted(missing)}")
+    topology = Topology(prefix=PREFIX, delivery_limit=0, retry_delays_ms=())
+    exchanges = {
+        "commands": topology.commands,
+        "events": topology.events,
+        "work": topology.work,
+    }
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    components: dict[str, Any] = {"messages": {}, "schemas": {}}
+    for routing_key, (exchange, publishers, consumers, description) in MESSAGES.items():
+        name = _key(routing_key)
+        schema = schemas[routing_key]
+        definitions = schema.pop("$defs", {})
+        components["schemas"].update(definitions)
+        components["schemas"][name] = json.loads(
+            json.dumps(schema).replace("#/$defs/", "#/components/schemas/")
+        )
+        components["messages"][name] = {
+            "name": routing_key,
+            "contentType": "application/json",
+            "summary": description,
+            "payload": {"$ref": f"#/components/schemas/{name}"},
+        }
+        exchange_obj = exchanges[exchange]
+        channels[name] = {
+            "address": routing_key,
+            "description": f"Published by {publishers}; consumed by {consumers}.",
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {
+                        "name": exchange_obj.name,
+                        "type": exchange_obj.type.value,
+                        "durable": True,
+                        "autoDelete": False,
+                        "vhost": "/",
+                    },
+                    "bindingVersion": "0.3.0",
+                }
+            },
+        }
+        operations[f"publish_{name}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{name}"},
+            "bindings": {
+                "amqp": {
+                    "deliveryMode": 2,
+                    "mandatory": exchange != "events",
+                    "bindingVersion": "0.3.0",
+                }
+            },
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Mailroom",
+            "version": "1",
+            "description": (
+                "Commands and events of Mailroom. Exchange names start with the deployment's "
+                "MAILROOM_QUEUE_PREFIX ({prefix}). Every message is persistent and JSON, "
+                "carries schema_version, and a consumer dead-letters one it cannot read, with "
+                "the reason in the x-mailroom-error header."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": components,
+    }
+
+
+def render() -> str:
+    return json.dumps(build_document(), indent=2, sort_keys=True) + "\n"
