@@ -79,6 +79,13 @@ async def _unreachable(settings: Settings) -> list[str]:
     return missing
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return urlunsplit(parts)
+
+
 def _docker_works() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -89,8 +96,12 @@ def check_services(settings: Settings) -> bool:
     missing = asyncio.run(_unreachable(settings))
     if not missing:
         return True
+    where = {
+        "PostgreSQL": f"{_without_password(settings.database_url)} (MAILROOM_DATABASE_URL)",
+        "RabbitMQ": f"{_without_password(settings.rabbitmq_url)} (MAILROOM_RABBITMQ_URL)",
+    }
     for name in missing:
-        console.print(f"[red]{name} cannot be reached[/red] ({name} settings: MAILROOM_*_URL)")
+        console.print(f"[red]{name} cannot be reached[/red] at {where[name]}")
     if _docker_works():
         console.print("starting them with docker compose ...")
         services = [{"PostgreSQL": "postgres", "RabbitMQ": "rabbitmq"}[m] for m in missing]

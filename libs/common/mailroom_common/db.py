@@ -36,8 +36,8 @@ async def ensure_database(database_url: str) -> None:
     admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f"CREATE DATABASE {quote_ident(database)}")
-    except asyncpg.DuplicateDatabaseError:
-        pass
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        pass  # another replica created it first (the second error when both raced the catalog)
     finally:
         await admin.close()
 

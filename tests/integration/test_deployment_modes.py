@@ -1,0 +1,85 @@
+"""One image, many targets: services in separate processes, replicas, health endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+from mailroom_common.db import quote_ident
+from mailroom_common.events import CampaignLaunch
+from mailroom_common.migrate import migrate
+
+from mailroom.campaigns import send_command
+from tests.integration.test_pipeline import _completed
+from tests.support.environment import POSTGRES_SERVER, Installation
+from tests.support.seed import make_audience, make_campaign, use_smtp_server
+from tests.support.smtp import SmtpServer
+
+pytestmark = pytest.mark.integration
+
+
+async def test_one_process_per_service_with_two_sender_replicas(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    audience = await make_audience(pool, 1500)
+    await use_smtp_server(pool, smtp_server.port)
+    campaign_id = await make_campaign(pool, audience)
+    for service in ("item_generator", "message_processor", "completion"):
+        installation.start_services(service, log_name=service)
+    senders = [
+        installation.start_services("outbound_sender", log_name=f"sender{i}") for i in range(2)
+    ]
+
+    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+    status = await _completed(installation, campaign_id)
+
+    assert status["counts"] == {"sent": 1500}
+    recipients = smtp_server.handler.recipients()
+    assert set(recipients) == audience.eligible and max(recipients.values()) == 1
+    for sender in senders:
+        port = sender.http_port  # type: ignore[attr-defined]
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        sent_line = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith('mailroom_deliveries_total{status="sent"}')
+        )
+        print(f"\nsender replica: {sent_line}")
+        assert float(sent_line.split()[-1]) > 0, "both replicas should have taken batches"
+
+
+async def test_health_readiness_and_metrics_endpoints(installation: Installation) -> None:
+    process = installation.start_services("completion")
+    base = f"http://127.0.0.1:{process.http_port}"  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=base) as client:
+        health = await client.get("/healthz")
+        assert health.status_code == 200 and health.json()["services"] == ["completion"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and ready.json() == {"ready": True, "problems": {}}
+        metrics = await client.get("/metrics")
+        assert 'mailroom_service_up{service="completion"} 1.0' in metrics.text
+
+
+async def test_migrations_are_safe_when_replicas_start_together() -> None:
+    """Four replicas start at once on a database that does not exist yet."""
+    database = f"mailroom_test_migrate_{uuid.uuid4().hex[:8]}"
+    url = f"{POSTGRES_SERVER}/{database}"
+    try:
+        results = await asyncio.gather(*(migrate(url) for _ in range(4)))
+        applied = [versions for versions in results if versions]
+        assert len(applied) == 1, f"one replica applies the schema, the others wait: {results}"
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(applied[0])
+        finally:
+            await conn.close()
+    finally:
+        admin = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres")
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
+        await admin.close()
