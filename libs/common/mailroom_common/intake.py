@@ -78,50 +78,75 @@ async def take(
 ) -> None:
     """Handle one message from `queue` with `process`; the message is acked or requeued here."""
     try:
-        if isinstance(models, Mapping):
-            routing_key = message.raw_message.routing_key or ""
-            if routing_key not in models:
-                raise Rejected(f"unknown message type {routing_key!r}")
-            model = models[routing_key]
-        else:
-            model = models
-        try:
-            event = model.model_validate_json(message.body)
-        except ValidationError as error:
-            raise Rejected(
-                f"invalid {model.routing_key} message: {describe_validation_error(error)}"
-            ) from error
+        outcome = await _handle(runtime, queue, message, models, process, give_up)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        # dead-lettering or giving up failed (broker or database down): try again later,
+        # the delivery limit of the queue stays the last resort
+        log.warning("could not settle a message from %s: %r", queue.name, error)
+        await _requeue(message)
+        outcome = "requeued"
+    MESSAGES_HANDLED.labels(queue.name, outcome).inc()
+
+
+async def _requeue(message: RabbitMessage) -> None:
+    await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
+    await message.reject(requeue=True)
+
+
+async def _handle(
+    runtime: Runtime,
+    queue: RabbitQueue,
+    message: RabbitMessage,
+    models: Mapping[str, type[E]] | type[E],
+    process: Callable[[E, RabbitMessage], Awaitable[None]],
+    give_up: Callable[[E, str], Awaitable[None]] | None,
+) -> str:
+    try:
+        event = _parse(message, models)
     except Rejected as error:
         await dead_letter(runtime, queue, message, str(error))
         await message.ack()
-        MESSAGES_HANDLED.labels(queue.name, "dead_lettered").inc()
-        return
-
+        return "dead_lettered"
     try:
         await process(event, message)
     except Rejected as error:
         await dead_letter(runtime, queue, message, str(error))
         await message.ack()
-        MESSAGES_HANDLED.labels(queue.name, "dead_lettered").inc()
+        return "dead_lettered"
     except asyncio.CancelledError:
         raise
     except Exception as error:
         deliveries = delivery_count(message) + 1
-        if deliveries >= runtime.settings.delivery_limit:
-            reason = f"failed {deliveries} times, last error: {error!r}"
-            log.exception("giving up on a message from %s", queue.name)
-            if give_up is not None:
-                await give_up(event, reason)
-            await dead_letter(runtime, queue, message, reason)
-            await message.ack()
-            MESSAGES_HANDLED.labels(queue.name, "dead_lettered").inc()
-        else:
+        if deliveries < runtime.settings.delivery_limit:
             log.warning(
                 "requeueing a message from %s (delivery %d): %r", queue.name, deliveries, error
             )
-            await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
-            await message.reject(requeue=True)
-            MESSAGES_HANDLED.labels(queue.name, "requeued").inc()
-    else:
+            await _requeue(message)
+            return "requeued"
+        reason = f"failed {deliveries} times, last error: {error!r}"
+        log.exception("giving up on a message from %s", queue.name)
+        if give_up is not None:
+            await give_up(event, reason)
+        await dead_letter(runtime, queue, message, reason)
         await message.ack()
-        MESSAGES_HANDLED.labels(queue.name, "ok").inc()
+        return "dead_lettered"
+    await message.ack()
+    return "ok"
+
+
+def _parse(message: RabbitMessage, models: Mapping[str, type[E]] | type[E]) -> E:
+    if isinstance(models, Mapping):
+        routing_key = message.raw_message.routing_key or ""
+        if routing_key not in models:
+            raise Rejected(f"unknown message type {routing_key!r}")
+        model = models[routing_key]
+    else:
+        model = models
+    try:
+        return model.model_validate_json(message.body)
+    except ValidationError as error:
+        raise Rejected(
+            f"invalid {model.routing_key} message: {describe_validation_error(error)}"
+        ) from error
