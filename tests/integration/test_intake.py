@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 from faststream import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
@@ -28,9 +29,9 @@ async def runtime(installation: Installation) -> AsyncIterator[Runtime]:
     await broker.stop()
 
 
-async def _dead_letters(queue_name: str, expected: int) -> list[aio_pika.IncomingMessage]:
+async def _dead_letters(queue_name: str, expected: int) -> list[AbstractIncomingMessage]:
     connection = await aio_pika.connect(RABBITMQ_URL)
-    found: list[aio_pika.IncomingMessage] = []
+    found: list[AbstractIncomingMessage] = []
     async with connection:
         channel = await connection.channel()
         dlq = await channel.get_queue(f"{queue_name}.dlq")
