@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mailroom_common.settings import Settings
 
 from mailroom.services import SERVICES
-from mailroom_common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
