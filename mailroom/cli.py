@@ -19,6 +19,7 @@ from mailroom_common.migrate import migrate as apply_migrations
 from mailroom_common.runner import ServiceProcess
 from mailroom_common.settings import Settings
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,7 +46,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}")
+    errors.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code=2)
 
 
@@ -108,7 +109,8 @@ def contacts_import(
         f" {report.kept_unsubscribed} kept unsubscribed)"
     )
     for line, reason in report.bad_rows:
-        errors.print(f"{file}:{line}: {reason}")
+        # one line per bad row, as written (no markup: a value may hold "[...]")
+        errors.print(f"{file}:{line}: {reason}", markup=False, highlight=False, soft_wrap=True)
     if report.bad_rows:
         errors.print(f"{len(report.bad_rows)} bad row(s) skipped")
 
@@ -226,7 +228,7 @@ def campaign_status(
     table.add_row("total", str(status["items"]))
     console.print(table)
     if status["failure_reason"]:
-        console.print(f"[red]failed:[/red] {status['failure_reason']}")
+        console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
 
 
 def watch_campaign(
@@ -281,7 +283,7 @@ def print_summary(status: dict[str, Any]) -> None:
     )
     console.print(table)
     if status.get("failure_reason"):
-        console.print(f"[red]failed:[/red] {status['failure_reason']}")
+        console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
 
 
 @app.command()

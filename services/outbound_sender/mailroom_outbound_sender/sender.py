@@ -2,8 +2,9 @@
 
 Each item is claimed (pending/queued/retry -> sending) before it is sent, so a batch published
 twice sends each email once. Pending counts too: the batch may arrive before the message
-processor has marked its items queued. A batch redelivered after a crash reclaims its items
-still `sending`: those are the in-flight messages, the only ones that may reach a recipient twice.
+processor has marked its items queued. A batch redelivered after a crash first releases its
+items still `sending` for another try: those are the in-flight messages, the only ones that
+may reach a recipient twice.
 """
 
 from __future__ import annotations
@@ -25,14 +26,26 @@ SUPPRESS_ITEMS = """
 UPDATE campaign_items i SET status = 'suppressed', error = 'address suppressed: ' || s.reason
 FROM suppressions s
 WHERE i.id = ANY($1) AND s.email = lower(i.email)
-  AND (i.status IN ('pending', 'queued', 'retry') OR ($2 AND i.status = 'sending'))
+  AND i.status IN ('pending', 'queued', 'retry')
 RETURNING i.id
 """
 
 CLAIM_ITEMS = """
 UPDATE campaign_items SET status = 'sending', attempts = attempts + 1
-WHERE id = ANY($1) AND (status IN ('pending', 'queued', 'retry') OR ($2 AND status = 'sending'))
+WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')
 RETURNING id
+"""
+
+# A redelivered batch was taken by a sender that stopped without settling it: its items
+# still 'sending' were in flight then (maybe delivered, maybe not) and are tried again.
+RELEASE_IN_FLIGHT = """
+UPDATE campaign_items SET status = 'retry', error = 'in flight when a sender stopped'
+WHERE id = ANY($1) AND status = 'sending'
+"""
+
+CLAIMABLE_ITEMS = """
+SELECT id FROM campaign_items
+WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')
 """
 
 RECORD_RESULTS = """
@@ -62,23 +75,32 @@ class OutboundSender:
     async def handle_batch(self, batch: OutboundBatch, redelivered: bool) -> None:
         runtime = self.runtime
         ids = [email.item_id for email in batch.emails]
-        if batch.campaign_id is not None:
-            status = await runtime.pool.fetchval(
-                "SELECT status FROM campaigns WHERE id = $1", batch.campaign_id
-            )
-            if status == "paused":
-                await self._hold(batch)
-                return
-        suppressed = {r["id"] for r in await runtime.pool.fetch(SUPPRESS_ITEMS, ids, redelivered)}
-        claimed = {r["id"] for r in await runtime.pool.fetch(CLAIM_ITEMS, ids, redelivered)}
-        to_send = [e for e in batch.emails if e.item_id in claimed]
+        if redelivered:
+            await runtime.pool.execute(RELEASE_IN_FLIGHT, ids)
+        if await self._paused(batch):
+            await self._hold(batch)
+            return
+        suppressed = {r["id"] for r in await runtime.pool.fetch(SUPPRESS_ITEMS, ids)}
+        to_send: list[OutboundEmail] = []
         outcomes: list[Outcome] = []
         rate = self.account.messages_per_second
-        chunk = max(1, int(rate // 4)) if rate > 0 else max(1, len(to_send))
-        for start in range(0, len(to_send), chunk):
-            part = to_send[start : start + chunk]
-            await self.limiter.take(len(part), rate)
-            outcomes.extend(await self.smtp.send_all(part))
+        chunk = max(1, int(rate // 4)) if rate > 0 else max(1, len(batch.emails))
+        # Claimed a chunk at a time, once its tokens are taken: a process holds several batches
+        # waiting for tokens, and a pause or cancel must stop them at their next chunk.
+        for start in range(0, len(batch.emails), chunk):
+            part = batch.emails[start : start + chunk]
+            part_ids = [e.item_id for e in part]
+            open_ids = await runtime.pool.fetch(CLAIMABLE_ITEMS, part_ids)
+            if not open_ids:
+                continue  # sent already, or skipped by a cancel: no tokens spent on them
+            await self.limiter.take(len(open_ids), rate)
+            if await self._paused(batch):
+                await self._hold(batch.model_copy(update={"emails": batch.emails[start:]}))
+                break
+            claimed = {r["id"] for r in await runtime.pool.fetch(CLAIM_ITEMS, part_ids)}
+            sending = [e for e in part if e.item_id in claimed]
+            to_send.extend(sending)
+            outcomes.extend(await self.smtp.send_all(sending))
         outcomes = await self._schedule_retries(batch, to_send, outcomes)
         await self._record(outcomes)
         results = [
@@ -123,6 +145,14 @@ class OutboundSender:
                 routing_key=f"retry.{delay}",
             )
         return final
+
+    async def _paused(self, batch: OutboundBatch) -> bool:
+        if batch.campaign_id is None:
+            return False
+        status = await self.runtime.pool.fetchval(
+            "SELECT status FROM campaigns WHERE id = $1", batch.campaign_id
+        )
+        return bool(status == "paused")
 
     async def _hold(self, batch: OutboundBatch) -> None:
         """A paused campaign's batch waits out the first back-off tier, then is looked at again."""

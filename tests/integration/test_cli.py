@@ -1,0 +1,206 @@
+"""The `mailroom` command as a marketer runs it: real subprocesses against the installation's
+PostgreSQL and RabbitMQ (and the services, for a launch)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.support.environment import ROOT, Installation
+from tests.support.seed import add_contacts, use_smtp_server
+from tests.support.smtp import SmtpServer
+
+pytestmark = pytest.mark.integration
+
+PEOPLE_CSV = """\
+email,first_name,last_name,city
+ann@example.com,Ann,Archer,Oslo
+bob@example.com,Bob,Baker,Rome
+not-an-address,Bad,Row,Nowhere
+carl@example.com,Carl,Cook,Lima,an extra field
+dora@example.com,Dora,Dunn,Kyiv
+ANN@example.com,Ann,Archer,Oslo
+eve@example.com,Eve,"Evans, Jr.",Bern
+[vip]@example.com,Vic,Ip,Paris
+"""
+GOOD = {"ann@example.com", "bob@example.com", "dora@example.com", "eve@example.com"}
+
+HTML_TEMPLATE = """<html><head><style>h1 { color: #234; }</style></head><body>
+<h1>Hello {{ contact.first_name }}!</h1>
+<p>The {{ campaign.name }} issue is out.</p>
+</body></html>
+"""
+TEXT_TEMPLATE = "Hello {{ contact.first_name }}!\nThe {{ campaign.name }} issue is out.\n"
+BROKEN_HTML = "<html><body>\n<h1>Hello</h1>\n<p>{{ contact.first_name </p>\n</body></html>\n"
+
+
+def _pool(install: Installation) -> asyncpg.Pool:
+    assert install.pool is not None
+    return install.pool
+
+
+async def _mailroom(install: Installation, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run `mailroom ARGS` with the installation's settings; never blocks the event loop."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "mailroom", *map(str, args)],
+        env={**os.environ, **install.env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _one_line(text: str) -> str:
+    """Console output with its line wrapping undone."""
+    return " ".join(text.split())
+
+
+async def test_contacts_import_reports_bad_rows_and_never_resubscribes(
+    installation: Installation, tmp_path: Path
+) -> None:
+    pool = _pool(installation)
+    people = tmp_path / "people.csv"
+    people.write_text(PEOPLE_CSV, encoding="utf-8")
+
+    result = await _mailroom(installation, "contacts", "import", people, "--list", "newsletter")
+    assert result.returncode == 0, result.stderr
+    assert _one_line(result.stdout) == (
+        "imported 4 contacts into list newsletter (4 new, 0 updated, 0 kept unsubscribed)"
+    )
+    reported = result.stderr.splitlines()
+    assert reported == [
+        f"{people}:4: invalid email 'not-an-address': An email address must have an @-sign.",
+        f"{people}:5: more fields than the header names",
+        f"{people}:9: invalid email '[vip]@example.com': The email address contains invalid"
+        " characters before the @-sign: '[', ']'.",
+        "3 bad row(s) skipped",
+    ]
+
+    contacts = await pool.fetch(
+        "SELECT lower(email) AS email, first_name, last_name, attributes FROM contacts"
+    )
+    by_email = {r["email"]: r for r in contacts}
+    assert len(contacts) == 4 and set(by_email) == GOOD  # the duplicate (other case) once
+    assert by_email["eve@example.com"]["last_name"] == "Evans, Jr."
+    assert by_email["dora@example.com"]["attributes"] == {"city": "Kyiv"}
+    members = await pool.fetch(
+        "SELECT lower(c.email) AS email, m.status FROM list_memberships m"
+        " JOIN lists l ON l.id = m.list_id JOIN contacts c ON c.id = m.contact_id"
+        " WHERE l.name = 'newsletter'"
+    )
+    assert {r["email"]: r["status"] for r in members} == dict.fromkeys(GOOD, "subscribed")
+
+    # Bob unsubscribes (through the CRM); the same file is imported again, with a change
+    await pool.execute(
+        "UPDATE list_memberships SET status = 'unsubscribed' WHERE contact_id ="
+        " (SELECT id FROM contacts WHERE email = 'bob@example.com')"
+    )
+    people.write_text(PEOPLE_CSV.replace("Dora,Dunn,Kyiv", "Dora,Dunn,Lviv"), encoding="utf-8")
+    again = await _mailroom(
+        installation, "contacts", "import", people, "--list", "newsletter", "--json"
+    )
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["created"] == 0 and report["updated"] == 4
+    assert report["kept_unsubscribed"] == 1
+    assert [line for line, _ in report["bad_rows"]] == [4, 5, 9]
+
+    assert await pool.fetchval("SELECT count(*) FROM contacts") == 4
+    assert (
+        await pool.fetchval(
+            "SELECT attributes->>'city' FROM contacts WHERE email = $1", "dora@example.com"
+        )
+        == "Lviv"
+    )
+    members = await pool.fetch(
+        "SELECT lower(c.email) AS email, m.status FROM list_memberships m"
+        " JOIN contacts c ON c.id = m.contact_id"
+    )
+    assert len(members) == 4
+    assert {r["email"]: r["status"] for r in members} == {
+        **dict.fromkeys(GOOD, "subscribed"),
+        "bob@example.com": "unsubscribed",
+    }
+
+
+async def test_campaign_create_launch_watch_status(
+    installation: Installation, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    pool = _pool(installation)
+    async with pool.acquire() as conn, conn.transaction():
+        list_id = await conn.fetchval("INSERT INTO lists (name) VALUES ('readers') RETURNING id")
+        readers = [(f"reader{i:02d}@example.com", f"Reader{i}", "R") for i in range(25)]
+        await add_contacts(conn, readers, list_id)
+    await use_smtp_server(pool, smtp_server.port)
+    html, text, broken = tmp_path / "news.html", tmp_path / "news.txt", tmp_path / "broken.html"
+    html.write_text(HTML_TEMPLATE, encoding="utf-8")
+    text.write_text(TEXT_TEMPLATE, encoding="utf-8")
+    broken.write_text(BROKEN_HTML, encoding="utf-8")
+
+    def create(*extra: str | Path) -> list[str | Path]:
+        return [
+            "campaign", "create", "--name", "Winter", "--subject",
+            "Hi {{ contact.first_name }}", "--from", "news@example.com", "--text", text,
+            *extra,
+        ]  # fmt: skip
+
+    # a template that does not compile: nothing is created
+    result = await _mailroom(installation, *create("--html", broken, "--list", "readers"))
+    assert result.returncode == 2, result
+    assert _one_line(result.stderr) == "error: html, line 3: unexpected '/'"
+    # a list that does not exist: nothing is created
+    result = await _mailroom(installation, *create("--html", html, "--list", "no-such-list"))
+    assert result.returncode == 2, result
+    assert _one_line(result.stderr) == "error: unknown list(s): no-such-list"
+    assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
+
+    result = await _mailroom(installation, *create("--html", html, "--list", "readers"))
+    assert result.returncode == 0, result.stderr
+    created = re.fullmatch(r"created campaign (\d+)\n", result.stdout)
+    assert created is not None, result.stdout
+    campaign_id = created.group(1)
+    stored = await pool.fetchrow("SELECT status, html_template FROM campaigns")
+    assert stored is not None
+    assert stored["status"] == "draft" and stored["html_template"] == HTML_TEMPLATE
+
+    installation.start_services()
+    result = await _mailroom(installation, "campaign", "launch", campaign_id, "--watch")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"launch of campaign {campaign_id} published" in result.stdout
+    # the summary table: its header, then one row of figures
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if "messages/s" in line)
+    assert re.findall(r"[\w/]+", lines[header]) == [
+        "sent", "failed", "suppressed", "skipped", "seconds", "messages/s",
+    ]  # fmt: skip
+    assert f"campaign {campaign_id} completed" in lines[header - 2]  # the table's title
+    row = next(line for line in lines[header + 1 :] if re.search(r"\d", line))
+    sent, failed, suppressed, skipped = re.findall(r"[\d.]+|-", row)[:4]
+    assert (sent, failed, suppressed, skipped) == ("25", "0", "0", "0"), row
+    assert set(smtp_server.handler.recipients()) == {r[0] for r in readers}
+
+    result = await _mailroom(installation, "campaign", "status", campaign_id, "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["id"] == int(campaign_id) and status["name"] == "Winter"
+    assert status["status"] == "completed"
+    assert status["counts"] == {"sent": 25}
+    assert status["items"] == 25 and status["open"] == 0 and status["done"] == 25
+
+    # a campaign launched already cannot be launched again
+    result = await _mailroom(installation, "campaign", "launch", campaign_id)
+    assert result.returncode == 2, result
+    assert _one_line(result.stderr) == (
+        f"error: campaign {campaign_id} is completed: only a draft can be launched"
+    )
+    assert len(smtp_server.handler.received) == 25
