@@ -30,10 +30,14 @@ WHERE i.id = ANY($1) AND s.email = lower(i.email)
 RETURNING i.id
 """
 
+# Not while the campaign is paused: a pause stops a batch between two chunks.
 CLAIM_ITEMS = """
-UPDATE campaign_items SET status = 'sending', attempts = attempts + 1
-WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')
-RETURNING id
+WITH claimed AS (
+    UPDATE campaign_items SET status = 'sending', attempts = attempts + 1
+    WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')
+      AND NOT EXISTS (SELECT 1 FROM campaigns WHERE id = $2::bigint AND status = 'paused')
+    RETURNING id)
+SELECT coalesce(array_agg(id), '{}') FROM claimed
 """
 
 # A redelivered batch was taken by a sender that stopped without settling it: its items
@@ -43,9 +47,10 @@ UPDATE campaign_items SET status = 'retry', error = 'in flight when a sender sto
 WHERE id = ANY($1) AND status = 'sending'
 """
 
-CLAIMABLE_ITEMS = """
-SELECT id FROM campaign_items
-WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')
+OPEN_ITEMS = """
+SELECT array(SELECT id FROM campaign_items
+             WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')) AS open_ids,
+       EXISTS (SELECT 1 FROM campaigns WHERE id = $2::bigint AND status = 'paused') AS paused
 """
 
 RECORD_RESULTS = """
@@ -72,43 +77,54 @@ class OutboundSender:
     async def stop(self) -> None:
         await self.smtp.close()
 
+    def _chunk_size(self) -> int:
+        """Emails claimed, sent and recorded together. Small, so that a pause or cancel stops
+        a batch at its next chunk and a crash leaves few results unrecorded (the in-flight
+        window): a few per connection, and a quarter-second of the send rate at most."""
+        per_connections = 4 * self.account.pool_size
+        rate = self.account.messages_per_second
+        if rate <= 0:
+            return per_connections
+        return max(1, min(per_connections, int(rate // 4)))
+
     async def handle_batch(self, batch: OutboundBatch, redelivered: bool) -> None:
         runtime = self.runtime
         ids = [email.item_id for email in batch.emails]
         if redelivered:
             await runtime.pool.execute(RELEASE_IN_FLIGHT, ids)
-        if await self._paused(batch):
-            await self._hold(batch)
-            return
-        suppressed = {r["id"] for r in await runtime.pool.fetch(SUPPRESS_ITEMS, ids)}
-        to_send: list[OutboundEmail] = []
-        outcomes: list[Outcome] = []
-        rate = self.account.messages_per_second
-        chunk = max(1, int(rate // 4)) if rate > 0 else max(1, len(batch.emails))
-        # Claimed a chunk at a time, once its tokens are taken: a process holds several batches
-        # waiting for tokens, and a pause or cancel must stop them at their next chunk.
+        suppressed = [r["id"] for r in await runtime.pool.fetch(SUPPRESS_ITEMS, ids)]
+        results = [DeliveryResult(item_id=i, status="suppressed") for i in suppressed]
+        chunk = self._chunk_size()
         for start in range(0, len(batch.emails), chunk):
             part = batch.emails[start : start + chunk]
             part_ids = [e.item_id for e in part]
-            open_ids = await runtime.pool.fetch(CLAIMABLE_ITEMS, part_ids)
-            if not open_ids:
-                continue  # sent already, or skipped by a cancel: no tokens spent on them
-            await self.limiter.take(len(open_ids), rate)
-            if await self._paused(batch):
-                await self._hold(batch.model_copy(update={"emails": batch.emails[start:]}))
+            state = await runtime.pool.fetchrow(OPEN_ITEMS, part_ids, batch.campaign_id)
+            assert state is not None
+            if state["paused"]:
+                await self._hold(batch, start)
                 break
-            claimed = {r["id"] for r in await runtime.pool.fetch(CLAIM_ITEMS, part_ids)}
+            if not state["open_ids"]:
+                continue  # sent already, or skipped by a cancel: no tokens spent on them
+            await self.limiter.take(len(state["open_ids"]), self.account.messages_per_second)
+            claimed = set(await runtime.pool.fetchval(CLAIM_ITEMS, part_ids, batch.campaign_id))
+            if not claimed:
+                if await self._paused(batch):
+                    await self._hold(batch, start)
+                    break
+                continue
             sending = [e for e in part if e.item_id in claimed]
-            to_send.extend(sending)
-            outcomes.extend(await self.smtp.send_all(sending))
-        outcomes = await self._schedule_retries(batch, to_send, outcomes)
-        await self._record(outcomes)
-        results = [
-            DeliveryResult(
-                item_id=o.item_id, status=o.status, smtp_code=o.smtp_code, smtp_reply=o.smtp_reply
+            outcomes = await self.smtp.send_all(sending)
+            outcomes = await self._schedule_retries(batch, sending, outcomes)
+            await self._record(outcomes)
+            results.extend(
+                DeliveryResult(
+                    item_id=o.item_id,
+                    status=o.status,
+                    smtp_code=o.smtp_code,
+                    smtp_reply=o.smtp_reply,
+                )
+                for o in outcomes
             )
-            for o in outcomes
-        ] + [DeliveryResult(item_id=i, status="suppressed") for i in suppressed]
         if results:
             await runtime.announce(
                 DeliveryResults(kind=batch.kind, campaign_id=batch.campaign_id, results=results)
@@ -154,10 +170,12 @@ class OutboundSender:
         )
         return bool(status == "paused")
 
-    async def _hold(self, batch: OutboundBatch) -> None:
-        """A paused campaign's batch waits out the first back-off tier, then is looked at again."""
+    async def _hold(self, batch: OutboundBatch, start: int = 0) -> None:
+        """The rest of a paused campaign's batch (from `start`) waits out the first back-off
+        tier, then is looked at again."""
         delay = self.runtime.topology.retry_delays_ms[0]
-        await self.runtime.send_work(batch, routing_key=f"retry.{delay}")
+        rest = batch.model_copy(update={"emails": batch.emails[start:]})
+        await self.runtime.send_work(rest, routing_key=f"retry.{delay}")
 
     async def _record(self, outcomes: list[Outcome]) -> None:
         if not outcomes:
