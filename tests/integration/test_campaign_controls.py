@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
 
-from mailroom.campaigns import campaign_status, send_command
+from mailroom.campaigns import send_command
 from tests.support.environment import Installation, wait_for
+from tests.support.scenario import (
+    campaign_reaches,
+    pool_of,
+    received_count,
+    smtp_received,
+    status_of,
+)
 from tests.support.seed import (
     HTML,
     TEXT,
@@ -24,41 +30,6 @@ from tests.support.seed import (
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
-
-FINAL = ("completed", "failed", "cancelled")
-
-
-def _pool(install: Installation) -> asyncpg.Pool:
-    assert install.pool is not None
-    return install.pool
-
-
-async def _status(install: Installation, campaign_id: int) -> dict[str, Any]:
-    status = await campaign_status(_pool(install), campaign_id)
-    assert status is not None
-    return status
-
-
-async def _final(install: Installation, campaign_id: int, limit: float = 120) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-
-    async def ended() -> bool:
-        result.update(await _status(install, campaign_id))
-        return result["status"] in FINAL
-
-    await wait_for(ended, limit, f"campaign {campaign_id} to end")
-    return result
-
-
-async def _reaches(install: Installation, campaign_id: int, wanted: str) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-
-    async def there() -> bool:
-        result.update(await _status(install, campaign_id))
-        return bool(result["status"] == wanted)
-
-    await wait_for(there, 30, f"campaign {campaign_id} to be {wanted}")
-    return result
 
 
 async def _count(pool: asyncpg.Pool, campaign_id: int, *statuses: str) -> int:
@@ -75,18 +46,6 @@ async def _nothing_in_flight(pool: asyncpg.Pool, campaign_id: int) -> None:
         return await _count(pool, campaign_id, "sending") == 0
 
     await wait_for(settled, 30, "the batch in flight to finish")
-
-
-def _received_count(smtp: SmtpServer) -> int:
-    with smtp.handler.lock:
-        return len(smtp.handler.received)
-
-
-async def _sending_started(smtp: SmtpServer, at_least: int) -> None:
-    async def started() -> bool:
-        return _received_count(smtp) >= at_least
-
-    await wait_for(started, 60, f"{at_least} messages received")
 
 
 async def _campaign_in_sql(
@@ -118,7 +77,7 @@ async def _campaign_in_sql(
 async def test_a_scheduled_campaign_waits_for_its_time_then_reaches_everyone(
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
-    pool = _pool(installation)
+    pool = pool_of(installation)
     audience = await make_audience(pool, 50, tag="later")
     await use_smtp_server(pool, smtp_server.port)
     campaign_id = await make_campaign(pool, audience)
@@ -130,17 +89,17 @@ async def test_a_scheduled_campaign_waits_for_its_time_then_reaches_everyone(
     )
 
     async def launched() -> bool:
-        return bool((await _status(installation, campaign_id))["status"] != "draft")
+        return bool((await status_of(installation, campaign_id))["status"] != "draft")
 
     await wait_for(launched, 30, "the launch to be taken")
-    status = await _status(installation, campaign_id)
+    status = await status_of(installation, campaign_id)
     # the launch set the time and nothing else: no items, no mail
     assert status["status"] == "scheduled", status
     assert datetime.fromisoformat(status["send_at"]) == send_at
     assert status["items"] == 0
     assert smtp_server.handler.received == []
 
-    status = await _final(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
     assert status["status"] == "completed", status
     assert status["counts"] == {"sent": 50}
     assert set(smtp_server.handler.recipients()) == audience.eligible
@@ -159,32 +118,32 @@ async def test_a_scheduled_campaign_waits_for_its_time_then_reaches_everyone(
 async def test_pause_stops_sending_and_resume_finishes_with_everyone_once(
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
-    pool = _pool(installation)
+    pool = pool_of(installation)
     audience = await make_audience(pool, 1000, tag="pause")
     await use_smtp_server(pool, smtp_server.port, messages_per_second=100)
     campaign_id = await make_campaign(pool, audience)
     installation.start_services()
     await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-    await _sending_started(smtp_server, 200)
+    await smtp_received(smtp_server, 200)
 
     await send_command(installation.settings, CampaignPause(campaign_id=campaign_id))
-    await _reaches(installation, campaign_id, "paused")
+    await campaign_reaches(installation, campaign_id, "paused", limit=30)
     # the emails being sent when the pause arrived may still arrive (the in-flight window) ...
     await asyncio.sleep(1)
-    after_pause = _received_count(smtp_server)
+    after_pause = received_count(smtp_server)
     # ... then nothing: held batches wait out the first retry tier (1 s) and are held again
     await asyncio.sleep(4)
-    assert _received_count(smtp_server) == after_pause
+    assert received_count(smtp_server) == after_pause
     print(f"\npaused with {after_pause} of 1,000 received")
     assert after_pause < 1000, "the pause should have come before the end of the campaign"
     await _nothing_in_flight(pool, campaign_id)
-    status = await _status(installation, campaign_id)
+    status = await status_of(installation, campaign_id)
     assert status["status"] == "paused"
     assert status["counts"].get("sent", 0) == after_pause
     assert status["open"] == 1000 - after_pause
 
     await send_command(installation.settings, CampaignResume(campaign_id=campaign_id))
-    status = await _final(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
     assert status["status"] == "completed", status
     assert status["counts"] == {"sent": 1000}
     recipients = smtp_server.handler.recipients()
@@ -199,24 +158,24 @@ async def test_pause_stops_sending_and_resume_finishes_with_everyone_once(
 async def test_cancel_skips_everything_not_yet_sent(
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
-    pool = _pool(installation)
+    pool = pool_of(installation)
     audience = await make_audience(pool, 1000, tag="cancel")
     await use_smtp_server(pool, smtp_server.port, messages_per_second=100)
     campaign_id = await make_campaign(pool, audience)
     installation.start_services()
     await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-    await _sending_started(smtp_server, 200)
+    await smtp_received(smtp_server, 200)
 
     await send_command(installation.settings, CampaignCancel(campaign_id=campaign_id))
-    await _reaches(installation, campaign_id, "cancelled")
+    await campaign_reaches(installation, campaign_id, "cancelled", limit=30)
     # the emails being sent when the cancel arrived may still arrive, then nothing more:
     # queued batches find their items skipped
     await asyncio.sleep(1)
-    received = _received_count(smtp_server)
+    received = received_count(smtp_server)
     await asyncio.sleep(4)
-    assert _received_count(smtp_server) == received
+    assert received_count(smtp_server) == received
     await _nothing_in_flight(pool, campaign_id)
-    status = await _status(installation, campaign_id)
+    status = await status_of(installation, campaign_id)
     assert status["status"] == "cancelled"
     assert status["open"] == 0
     counts = status["counts"]
@@ -266,7 +225,7 @@ async def test_a_template_broken_for_everyone_fails_the_campaign(
     part: str,
     problem: str,
 ) -> None:
-    pool = _pool(installation)
+    pool = pool_of(installation)
     audience = await make_audience(pool, 40, tag="broken")
     await use_smtp_server(pool, smtp_server.port)
     campaign_id = await _campaign_in_sql(
@@ -274,7 +233,7 @@ async def test_a_template_broken_for_everyone_fails_the_campaign(
     )
     installation.start_services()
     await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-    status = await _final(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
 
     assert status["status"] == "failed", status
     reason = status["failure_reason"]
@@ -292,7 +251,7 @@ async def test_a_template_broken_for_everyone_fails_the_campaign(
 async def test_a_recipient_whose_data_breaks_rendering_fails_alone(
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
-    pool = _pool(installation)
+    pool = pool_of(installation)
     audience = await make_audience(pool, 60, tag="data")
     async with pool.acquire() as conn:
         # every contact has a numeric amount (as the CRM keeps it) ...
@@ -319,7 +278,7 @@ async def test_a_recipient_whose_data_breaks_rendering_fails_alone(
     )
     installation.start_services()
     await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-    status = await _final(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
 
     assert status["status"] == "completed", status
     assert status["failure_reason"] is None
@@ -349,7 +308,7 @@ async def test_a_recipient_whose_data_breaks_rendering_fails_alone(
 async def test_a_campaign_with_nobody_eligible_completes_empty(
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
-    pool = _pool(installation)
+    pool = pool_of(installation)
     async with pool.acquire() as conn, conn.transaction():
         list_id = await conn.fetchval("INSERT INTO lists (name) VALUES ('gone') RETURNING id")
         people = [(f"gone{i}@empty.example.test", f"G{i}", "") for i in range(12)]
@@ -362,7 +321,7 @@ async def test_a_campaign_with_nobody_eligible_completes_empty(
     campaign_id = await _campaign_in_sql(pool, ["gone"], subject="Hi", html=HTML, text=TEXT)
     installation.start_services()
     await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-    status = await _final(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
 
     assert status["status"] == "completed", status
     assert status["generation_done"] is True

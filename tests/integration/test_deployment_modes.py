@@ -13,8 +13,8 @@ from mailroom_common.events import CampaignLaunch
 from mailroom_common.migrate import migrate
 
 from mailroom.campaigns import send_command
-from tests.integration.test_pipeline import _completed
 from tests.support.environment import POSTGRES_SERVER, Installation
+from tests.support.scenario import campaign_reaches
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
 
@@ -36,7 +36,7 @@ async def test_one_process_per_service_with_two_sender_replicas(
     ]
 
     await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-    status = await _completed(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
 
     assert status["counts"] == {"sent": 1500}
     recipients = smtp_server.handler.recipients()

@@ -6,35 +6,22 @@ import asyncio
 import json
 import re
 import time
-from typing import Any
+from datetime import datetime
 
 import aio_pika
 import pytest
 from mailroom_common.events import CampaignLaunch
 from mailroom_common.signing import Signer
 
-from mailroom.campaigns import campaign_status, send_command
-from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from mailroom.campaigns import send_command
+from tests.support.environment import RABBITMQ_URL, Installation
+from tests.support.scenario import campaign_reaches, launched_campaign, smtp_received
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import Received, SmtpServer
 
 pytestmark = pytest.mark.integration
 
 VERP = re.compile(r"^bounces\+(\d+)-([a-z2-7]+)@bounces\.mailroom\.test$")
-
-
-async def _completed(install: Installation, campaign_id: int, limit: float = 180) -> dict[str, Any]:
-    assert install.pool is not None
-    result: dict[str, Any] = {}
-
-    async def done() -> bool:
-        status = await campaign_status(install.pool, campaign_id)  # type: ignore[arg-type]
-        assert status is not None
-        result.update(status)
-        return status["status"] in ("completed", "failed", "cancelled")
-
-    await wait_for(done, limit, f"campaign {campaign_id} to complete")
-    return result
 
 
 def _check_message(received: Received) -> None:
@@ -58,15 +45,12 @@ async def test_campaign_reaches_every_eligible_recipient_once(
 ) -> None:
     pool = installation.pool
     assert pool is not None
-    audience = await make_audience(pool, 2000)
-    await use_smtp_server(pool, smtp_server.port)
-    campaign_id = await make_campaign(pool, audience)
-    installation.start_services()
-
-    started = time.monotonic()
-    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-    status = await _completed(installation, campaign_id)
-    print(f"\n2,000 recipients delivered in {time.monotonic() - started:.1f} s")
+    audience, campaign_id, _ = await launched_campaign(installation, smtp_server, 2000)
+    status = await campaign_reaches(installation, campaign_id)
+    took = datetime.fromisoformat(status["completed_at"]) - datetime.fromisoformat(
+        status["launched_at"]
+    )
+    print(f"\n2,000 recipients delivered in {took.total_seconds():.1f} s")
 
     assert status["status"] == "completed", status
     assert status["counts"] == {"sent": 2000}
@@ -104,16 +88,11 @@ async def test_sigkill_mid_campaign_then_restart_loses_nobody(
 ) -> None:
     pool = installation.pool
     assert pool is not None
-    audience = await make_audience(pool, 2000)
-    await use_smtp_server(pool, smtp_server.port, messages_per_second=400)
-    campaign_id = await make_campaign(pool, audience)
-    process = installation.start_services()
-    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+    audience, campaign_id, process = await launched_campaign(
+        installation, smtp_server, 2000, messages_per_second=400
+    )
 
-    async def halfway() -> bool:
-        return len(smtp_server.handler.received) >= 600
-
-    await wait_for(halfway, 60, "600 messages before the kill")
+    await smtp_received(smtp_server, 600)
     installation.kill(process)
     received_at_kill = len(smtp_server.handler.received)
     in_flight = {
@@ -124,7 +103,7 @@ async def test_sigkill_mid_campaign_then_restart_loses_nobody(
         )
     }
     installation.start_services(log_name="restarted")
-    status = await _completed(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
 
     assert status["status"] == "completed"
     assert status["counts"] == {"sent": 2000}
@@ -153,7 +132,7 @@ async def test_temporary_failures_arrive_later_and_permanent_ones_fail(
     campaign_id = await make_campaign(pool, audience)
     installation.start_services()
     await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-    status = await _completed(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
 
     assert status["status"] == "completed"
     assert status["counts"] == {"sent": 293, "failed": 7}
@@ -195,7 +174,7 @@ async def test_invalid_launch_events_are_dead_lettered_and_consuming_goes_on(
             )
         # a good launch after the bad ones still goes through
         await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-        status = await _completed(installation, campaign_id)
+        status = await campaign_reaches(installation, campaign_id)
         assert status["counts"] == {"sent": 20}
 
         dlq = await channel.get_queue(f"{topology}.item_generator.commands.dlq")
@@ -220,16 +199,11 @@ async def test_sigterm_drains_in_flight_work_and_duplicates_nothing(
 ) -> None:
     pool = installation.pool
     assert pool is not None
-    audience = await make_audience(pool, 2000)
-    await use_smtp_server(pool, smtp_server.port, messages_per_second=400)
-    campaign_id = await make_campaign(pool, audience)
-    process = installation.start_services()
-    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
+    audience, campaign_id, process = await launched_campaign(
+        installation, smtp_server, 2000, messages_per_second=400
+    )
 
-    async def some_sent() -> bool:
-        return len(smtp_server.handler.received) >= 500
-
-    await wait_for(some_sent, 60, "500 messages before SIGTERM")
+    await smtp_received(smtp_server, 500)
     exit_code = installation.terminate(process)
     assert exit_code == 0, installation.log_text()[-3000:]
     in_flight = await pool.fetchval(
@@ -241,7 +215,7 @@ async def test_sigterm_drains_in_flight_work_and_duplicates_nothing(
     assert received_at_stop < 2000, "the campaign should still have been running"
 
     installation.start_services(log_name="restarted")
-    status = await _completed(installation, campaign_id)
+    status = await campaign_reaches(installation, campaign_id)
     recipients = smtp_server.handler.recipients()
     print(
         f"\nstopped after {received_at_stop} messages; duplicates: "
