@@ -9,7 +9,7 @@ from asyncpg.pool import Pool
 from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
 from mailroom_common.events import OPEN_STATUSES, Event
 from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
-from mailroom_common.runtime_settings import MarketingSettings, load_group
+from mailroom_common.runtime_settings import MarketingSettings, SettingsStore
 from mailroom_common.settings import Settings
 
 
@@ -29,10 +29,10 @@ class NewCampaign:
     reply_to: str | None = None
 
 
-async def create_campaign(pool: Pool, campaign: NewCampaign) -> int:
+async def create_campaign(pool: Pool, campaign: NewCampaign, settings: Settings) -> int:
     if not campaign.lists:
         raise CampaignProblem("name at least one target list (--list NAME)")
-    marketing, _ = await load_group(pool, MarketingSettings)
+    marketing, _ = await SettingsStore(pool, settings.settings_key).load(MarketingSettings)
     try:
         compile_message(
             MessageContent(

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import httpx
 import typer
 from mailroom_common.db import create_pool
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
@@ -32,8 +33,14 @@ app = typer.Typer(
 )
 contacts_app = typer.Typer(help="Contacts and lists.", no_args_is_help=True)
 campaign_app = typer.Typer(help="Campaigns.", no_args_is_help=True)
+settings_app = typer.Typer(
+    help="Runtime settings (SMTP account, marketing footers, bounce mailbox) through the config"
+    " service's admin API (MAILROOM_CONFIG_URL, MAILROOM_ADMIN_TOKEN).",
+    no_args_is_help=True,
+)
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(settings_app, name="settings")
 
 console = Console()
 errors = Console(stderr=True)
@@ -133,6 +140,7 @@ def campaign_create(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a draft campaign (templates are checked now, not at send time)."""
+    settings = Settings()
     new = campaigns.NewCampaign(
         name=name,
         subject=subject,
@@ -145,7 +153,7 @@ def campaign_create(
     )
     try:
         campaign_id = _run(
-            _with_pool(Settings(), lambda pool: campaigns.create_campaign(pool, new))
+            _with_pool(settings, lambda pool: campaigns.create_campaign(pool, new, settings))
         )
     except campaigns.CampaignProblem as problem:
         raise _fail(str(problem)) from problem
@@ -284,6 +292,168 @@ def print_summary(status: dict[str, Any]) -> None:
     console.print(table)
     if status.get("failure_reason"):
         console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
+
+
+# --- settings: a client of the config service's admin API --------------------------------
+
+
+def _admin_request(
+    method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> Any:
+    """Call the admin API; an error answer is printed as the API says it, and exits (2 for
+    a refused request, 1 for a failure of the service)."""
+    settings = Settings()
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    if not token:
+        raise _fail("MAILROOM_ADMIN_TOKEN is not set (the admin API's bearer token)")
+    try:
+        with httpx.Client(
+            base_url=settings.config_url,
+            headers={"Authorization": f"Bearer {token}", **(headers or {})},
+            timeout=90,
+        ) as client:
+            response = client.request(method, path, json=body)
+    except httpx.HTTPError as error:
+        raise _fail(f"cannot reach the config service at {settings.config_url}: {error}") from None
+    if response.status_code < 400:
+        return response.json()
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text or response.reason_phrase
+    problems = (
+        [f"{p.get('field')}: {p.get('problem')}" for p in detail]
+        if isinstance(detail, list)
+        else [str(detail)]
+    )
+    for problem in problems:
+        errors.print(f"[red]error:[/red] {escape(problem)}", soft_wrap=True)
+    raise typer.Exit(code=2 if response.status_code < 500 else 1)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _print_group(view: dict[str, Any]) -> None:
+    by = f", by {view['updated_by']} at {view['updated_at']}" if view.get("updated_by") else ""
+    table = Table(title=f"{view['group']} (version {view['version']}{by})", show_lines=True)
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in view["settings"].items():
+        table.add_row(key, escape(_shown(value)))
+    for key, value in view["read_only"].items():
+        table.add_row(f"{key} [dim](read-only)[/dim]", escape(_shown(value)))
+    console.print(table)
+
+
+@settings_app.command("show")
+def settings_show(
+    group: Annotated[
+        str | None, typer.Argument(help="smtp, marketing or bounce; all if omitted.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the settings (passwords are never shown: "********" when one is set)."""
+    answer = _admin_request("GET", f"/settings/{group}" if group else "/settings")
+    if as_json:
+        console.print_json(json.dumps(answer))
+        return
+    for view in [answer] if group else answer.values():
+        _print_group(view)
+
+
+def parse_assignments(pairs: list[str], current: dict[str, Any]) -> dict[str, Any]:
+    """KEY=VALUE pairs as a change. A value is taken as written for a setting that holds
+    text (a password "123456" stays a string); otherwise as JSON when it parses (port=2525,
+    verify_certificates=false), else as a string. A KEY without "=" is asked for without
+    echo (for passwords: nothing in the shell's history)."""
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, raw = pair.partition("=")
+        key = key.strip()
+        if not key:
+            raise _fail(f"{pair!r}: expected KEY=VALUE")
+        if not equals:
+            raw = typer.prompt(key, hide_input=True)
+        if isinstance(current.get(key), str):
+            changes[key] = raw
+            continue
+        try:
+            changes[key] = json.loads(raw)
+        except ValueError:
+            changes[key] = raw
+    return changes
+
+
+@settings_app.command("set")
+def settings_set(
+    group: Annotated[str, typer.Argument(help="smtp, marketing or bounce.")],
+    assignments: Annotated[
+        list[str], typer.Argument(help="KEY=VALUE (JSON values: port=2525, flag=true).")
+    ],
+    actor: Annotated[
+        str | None, typer.Option(help="Who makes the change (recorded; default 'admin').")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Change some settings of a group; the others keep their value."""
+    current = _admin_request("GET", f"/settings/{group}")["settings"]
+    changes = parse_assignments(assignments, current)
+    headers = {"X-Mailroom-Actor": actor} if actor else None
+    result = _admin_request("PUT", f"/settings/{group}", changes, headers)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    if result["changed"]:
+        console.print(
+            f"{group}: version {result['version']}, changed: {', '.join(result['changed_keys'])}"
+        )
+        if not result["announced"]:
+            errors.print(f"[yellow]warning:[/yellow] {escape(result['message'])}")
+    else:
+        console.print(f"{group}: nothing changed (still version {result['version']})")
+
+
+def _action(path: str, body: Any, as_json: bool) -> None:
+    result = _admin_request("POST", path, body)
+    if as_json:
+        console.print_json(json.dumps(result))
+    else:
+        label = "[green]ok[/green]" if result["ok"] else "[red]failed[/red]"
+        console.print(f"{label}: {escape(result['reply'])}", soft_wrap=True)
+    if not result["ok"]:
+        raise typer.Exit(code=1)
+
+
+@settings_app.command("test-smtp")
+def settings_test_smtp(
+    address: Annotated[str, typer.Argument(help="Where the test email goes.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Send a test email through the global SMTP account (exit 1 when it fails)."""
+    _action("/actions/test-smtp", {"to": address}, as_json)
+
+
+@settings_app.command("test-imap")
+def settings_test_imap(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Log in to the bounce mailbox and select its folder (exit 1 when it fails)."""
+    _action("/actions/test-imap", None, as_json)
+
+
+@settings_app.command("openapi")
+def settings_openapi(
+    out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
+) -> None:
+    """The OpenAPI document of the admin API (docs/openapi-config.json)."""
+    from mailroom_config.api import openapi_document
+
+    document = openapi_document()
+    if out is None:
+        sys.stdout.write(document)
+    else:
+        out.write_text(document)
+        console.print(f"wrote {out}")
 
 
 @app.command()

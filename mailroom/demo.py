@@ -26,7 +26,7 @@ import httpx
 from mailroom_common.db import create_pool, quote_ident
 from mailroom_common.events import CampaignLaunch
 from mailroom_common.migrate import migrate
-from mailroom_common.runtime_settings import SmtpAccount, save_group
+from mailroom_common.runtime_settings import SettingsStore, SmtpAccount
 from mailroom_common.settings import Settings
 from rich.console import Console
 
@@ -161,8 +161,7 @@ async def _prepare(settings: Settings, sink_port: int, csv_path: Path) -> int:
     await _fresh_database(settings)
     pool = await create_pool(settings)
     try:
-        await save_group(
-            pool,
+        await SettingsStore(pool, settings.settings_key).save(
             SmtpAccount(host="127.0.0.1", port=sink_port, security="none", pool_size=8),
             changed_by="demo",
         )
@@ -181,6 +180,7 @@ async def _prepare(settings: Settings, sink_port: int, csv_path: Path) -> int:
                 text_template=None,
                 lists=["demo-readers"],
             ),
+            settings,
         )
     finally:
         await pool.close()

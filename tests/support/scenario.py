@@ -6,7 +6,10 @@ import subprocess
 from typing import Any
 
 import asyncpg
-from mailroom_common.events import CampaignLaunch
+from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
+from mailroom_common.events import CampaignLaunch, SettingsChanged
+from mailroom_common.runtime_settings import SettingsStore
+from pydantic import BaseModel
 
 from mailroom.campaigns import campaign_status, send_command
 from tests.support.environment import Installation, wait_for
@@ -66,3 +69,20 @@ async def launched_campaign(
     process = install.start_services()
     await send_command(install.settings, CampaignLaunch(campaign_id=campaign_id))
     return audience, campaign_id, process
+
+
+async def change_settings(install: Installation, value: BaseModel) -> int:
+    """What the config service does on a PUT: store the group, then announce the change."""
+    store = SettingsStore(pool_of(install), install.settings.settings_key)
+    version, changed = await store.save(value, changed_by="tests")
+    broker = make_broker(install.settings)
+    await broker.connect()
+    try:
+        topology = Topology.from_settings(install.settings)
+        await declare_topology(broker, topology)
+        group = value.model_dump()["group"]
+        change = SettingsChanged(group=group, version=version, changed_keys=changed)
+        await publish_event(broker, topology.events, change, mandatory=False)
+    finally:
+        await broker.stop()
+    return version

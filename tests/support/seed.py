@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from mailroom_common.runtime_settings import SmtpAccount, save_group
+from mailroom_common.runtime_settings import SettingsStore, SmtpAccount
+from mailroom_common.settings import Settings
 
 from mailroom.campaigns import NewCampaign, create_campaign
 
@@ -92,7 +93,7 @@ async def use_smtp_server(pool: asyncpg.Pool, port: int, **changes: object) -> N
     account = SmtpAccount.model_validate(
         {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": 4, **changes}
     )
-    await save_group(pool, account, changed_by="tests")
+    await SettingsStore(pool, Settings().settings_key).save(account, changed_by="tests")
 
 
 async def make_campaign(pool: asyncpg.Pool, audience: Audience, name: str = "Autumn news") -> int:
@@ -107,4 +108,5 @@ async def make_campaign(pool: asyncpg.Pool, audience: Audience, name: str = "Aut
             text_template=TEXT,
             lists=audience.list_names,
         ),
+        Settings(),
     )

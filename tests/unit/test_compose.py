@@ -40,3 +40,10 @@ def test_dependencies_exist_and_have_health_checks() -> None:
         for dependency in spec.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert "healthcheck" in services[dependency]
+
+
+def test_every_mailroom_container_shares_the_secrets_keys() -> None:
+    for name, spec in _compose()["services"].items():
+        if "command" in spec:
+            environment = spec["environment"]
+            assert {"MAILROOM_SETTINGS_KEY", "MAILROOM_SIGNING_KEY"} <= set(environment), name

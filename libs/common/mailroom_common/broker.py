@@ -14,6 +14,7 @@ broker never see each other's messages.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,18 @@ class Topology:
     @property
     def completion_events(self) -> RabbitQueue:
         return self.work_queue("completion", "events", "delivery.results")
+
+    def settings_listener(self, instance: str) -> RabbitQueue:
+        """Each process's own queue of settings.changed (fan-out: every process hears every
+        change). Exclusive and auto-deleted: a process that was down reads the current
+        settings when it starts."""
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", instance)
+        return RabbitQueue(
+            f"{self.prefix}.settings-changed.{tag}",
+            exclusive=True,
+            auto_delete=True,
+            routing_key="settings.changed",
+        )
 
     def bindings(self) -> list[tuple[RabbitQueue, RabbitExchange, str]]:
         """Every (queue, exchange, routing key): declared by every process, whichever

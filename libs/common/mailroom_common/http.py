@@ -9,8 +9,27 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 ReadinessProbe = Callable[[], Awaitable[dict[str, str | None]]]
+
+
+class PathDispatcher:
+    """Sends each request to the service app owning its path prefix, else to `default`.
+
+    Several services of one process (e.g. `run all`) share one port: each owns its paths."""
+
+    def __init__(self, default: ASGIApp, owned: list[tuple[tuple[str, ...], ASGIApp]]) -> None:
+        self.default = default
+        self.owned = owned
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        for prefixes, app in self.owned:
+            if any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes):
+                await app(scope, receive, send)
+                return
+        await self.default(scope, receive, send)
 
 
 def health_app(services: list[str], readiness: ReadinessProbe) -> Starlette:

@@ -15,10 +15,14 @@ from collections.abc import Iterator, Mapping
 
 import uvicorn
 from asyncpg.pool import Pool
+from faststream.rabbit import RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import ValidationError
 
 from mailroom_common.broker import declare_topology, make_broker
 from mailroom_common.db import create_pool
-from mailroom_common.http import health_app
+from mailroom_common.events import SettingsChanged
+from mailroom_common.http import PathDispatcher, health_app
 from mailroom_common.metrics import SERVICE_UP
 from mailroom_common.migrate import migrate
 from mailroom_common.runtime import Runtime
@@ -26,6 +30,33 @@ from mailroom_common.service import Service, ServiceFactory
 from mailroom_common.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def settings_listener(runtime: Runtime, services: list[Service]) -> RabbitRouter | None:
+    """One subscriber per process that hands settings.changed to every service's hooks."""
+    hooks = [hook for service in services for hook in service.on_settings_changed]
+    if not hooks:
+        return None
+    router = RabbitRouter()
+    queue = runtime.topology.settings_listener(runtime.instance_id)
+
+    @router.subscriber(queue, runtime.topology.events)
+    async def on_settings_changed(message: RabbitMessage) -> None:
+        try:
+            change = SettingsChanged.model_validate_json(message.body)
+        except ValidationError as error:
+            log.warning("ignoring an unreadable settings.changed: %s", error)
+            return
+        log.info("settings %s changed to version %d", change.group, change.version)
+        for hook in hooks:
+            try:
+                await hook(change)
+            except Exception:
+                log.exception(
+                    "applying settings %s version %d failed", change.group, change.version
+                )
+
+    return router
 
 
 class _HttpServer(uvicorn.Server):
@@ -64,6 +95,9 @@ class ServiceProcess:
         for service in self.services:
             if service.router is not None:
                 broker.include_router(service.router)
+        listener = settings_listener(runtime, self.services)
+        if listener is not None:
+            broker.include_router(listener)
         await broker.connect()
         await declare_topology(broker, runtime.topology)
         for service in self.services:
@@ -75,7 +109,10 @@ class ServiceProcess:
             for task in service.periodic:
                 self._tasks.append(asyncio.create_task(task.loop(self.stopping), name=task.name))
         config = uvicorn.Config(
-            health_app([s.name for s in self.services], self.readiness),
+            PathDispatcher(
+                health_app([s.name for s in self.services], self.readiness),
+                [(s.http_paths, s.http_app) for s in self.services if s.http_app is not None],
+            ),
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",

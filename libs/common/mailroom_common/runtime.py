@@ -11,6 +11,7 @@ from faststream.rabbit import RabbitBroker
 
 from mailroom_common.broker import Topology, publish_event
 from mailroom_common.events import Event
+from mailroom_common.runtime_settings import SettingsStore
 from mailroom_common.settings import Settings
 from mailroom_common.signing import Signer
 
@@ -26,6 +27,7 @@ class Runtime:
     broker: RabbitBroker
     topology: Topology
     signer: Signer
+    settings_store: SettingsStore
     instance_id: str = field(default_factory=_instance_id)
 
     @classmethod
@@ -36,6 +38,7 @@ class Runtime:
             pool=pool,
             broker=broker,
             topology=Topology.from_settings(settings),
+            settings_store=SettingsStore(pool, settings.settings_key),
             signer=Signer(
                 settings.signing_key.get_secret_value().encode(),
                 previous.get_secret_value().encode() if previous else None,

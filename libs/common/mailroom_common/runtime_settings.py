@@ -5,10 +5,12 @@ One row per group in `settings`; a group missing from the table has its defaults
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+import base64
+import hashlib
+from typing import Annotated, Any, Literal, TypeVar
 
-from asyncpg import Connection
 from asyncpg.pool import Pool
+from cryptography.fernet import Fernet, InvalidToken
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from mailroom_common.urls import is_one_click_url
@@ -78,44 +80,94 @@ class BounceMailbox(BaseModel):
 
 
 GroupModel = TypeVar("GroupModel", SmtpAccount, MarketingSettings, BounceMailbox)
+GROUPS: dict[str, type[BaseModel]] = {
+    "smtp": SmtpAccount,
+    "marketing": MarketingSettings,
+    "bounce": BounceMailbox,
+}
+_ENCRYPTED = "enc:v1:"
 
 
-async def load_group(db: Pool | Connection, model: type[GroupModel]) -> tuple[GroupModel, int]:
-    """The group's current value and version (0 when never saved: the defaults)."""
-    group = model.model_fields["group"].default
-    row = await db.fetchrow("SELECT value, version FROM settings WHERE group_name = $1", group)
-    if row is None:
-        return model(), 0
-    return model.model_validate(row["value"]), int(row["version"])
+def _secret_fields(model: type[BaseModel]) -> list[str]:
+    return [name for name, field in model.model_fields.items() if field.annotation is SecretStr]
 
 
-async def save_group(pool: Pool, value: BaseModel, *, changed_by: str) -> int:
-    """Store a whole group, with a history row; return the new version."""
-    data = value.model_dump(mode="json")
-    for name, field in type(value).model_fields.items():
-        if field.annotation is SecretStr:
-            data[name] = getattr(value, name).get_secret_value()
-    group = data["group"]
-    async with pool.acquire() as conn, conn.transaction():
-        old = await conn.fetchrow(
-            "SELECT value FROM settings WHERE group_name = $1 FOR UPDATE", group
+class SettingsStore:
+    """Reads and writes settings groups; passwords are stored encrypted (Fernet, with a key
+    derived from the deployment's MAILROOM_SETTINGS_KEY) and only ever decrypted in memory."""
+
+    def __init__(self, pool: Pool, secrets_key: SecretStr) -> None:
+        self.pool = pool
+        digest = hashlib.sha256(secrets_key.get_secret_value().encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+
+    def _decrypt(self, model: type[BaseModel], stored: dict[str, Any]) -> dict[str, Any]:
+        data = dict(stored)
+        for name in _secret_fields(model):
+            value = data.get(name)
+            if isinstance(value, str) and value.startswith(_ENCRYPTED):
+                try:
+                    data[name] = self._fernet.decrypt(value.removeprefix(_ENCRYPTED)).decode()
+                except InvalidToken as error:
+                    raise ValueError(
+                        f"cannot decrypt settings.{data.get('group')}.{name}:"
+                        " MAILROOM_SETTINGS_KEY is not the key it was stored with"
+                    ) from error
+        return data
+
+    async def load(self, model: type[GroupModel]) -> tuple[GroupModel, int]:
+        """The group's current value and version (0 when never saved: the defaults)."""
+        group = model.model_fields["group"].default
+        row = await self.pool.fetchrow(
+            "SELECT value, version FROM settings WHERE group_name = $1", group
         )
-        changed = sorted(k for k in data if old is None or old["value"].get(k) != data[k])
-        version: int = await conn.fetchval(
-            "INSERT INTO settings (group_name, value, updated_by) VALUES ($1, $2, $3)"
-            " ON CONFLICT (group_name) DO UPDATE SET value = EXCLUDED.value,"
-            " version = settings.version + 1, updated_by = EXCLUDED.updated_by,"
-            " updated_at = now() RETURNING version",
-            group,
-            data,
-            changed_by,
+        if row is None:
+            return model(), 0
+        return model.model_validate(self._decrypt(model, row["value"])), int(row["version"])
+
+    async def version(self, group: str) -> int:
+        version = await self.pool.fetchval(
+            "SELECT version FROM settings WHERE group_name = $1", group
         )
-        await conn.execute(
-            "INSERT INTO settings_history (group_name, version, changed_keys, changed_by)"
-            " VALUES ($1, $2, $3, $4)",
-            group,
-            version,
-            changed,
-            changed_by,
-        )
-    return version
+        return int(version or 0)
+
+    async def save(self, value: BaseModel, *, changed_by: str) -> tuple[int, list[str]]:
+        """Store a whole group with a history row; return the new version and changed keys."""
+        model = type(value)
+        plain = value.model_dump(mode="json")
+        secrets = _secret_fields(model)
+        for name in secrets:
+            plain[name] = getattr(value, name).get_secret_value()
+        group = plain["group"]
+        stored = dict(plain)
+        for name in secrets:
+            stored[name] = _ENCRYPTED + self._fernet.encrypt(plain[name].encode()).decode()
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                "SELECT value FROM settings WHERE group_name = $1 FOR UPDATE", group
+            )
+            if old is not None:
+                before = self._decrypt(model, old["value"])
+            else:  # never saved: it had its defaults (see load), changes are against those
+                defaults = model()
+                before = defaults.model_dump(mode="json")
+                before.update({n: getattr(defaults, n).get_secret_value() for n in secrets})
+            changed = sorted(k for k in plain if k != "group" and before.get(k) != plain[k])
+            version: int = await conn.fetchval(
+                "INSERT INTO settings (group_name, value, updated_by) VALUES ($1, $2, $3)"
+                " ON CONFLICT (group_name) DO UPDATE SET value = EXCLUDED.value,"
+                " version = settings.version + 1, updated_by = EXCLUDED.updated_by,"
+                " updated_at = now() RETURNING version",
+                group,
+                stored,
+                changed_by,
+            )
+            await conn.execute(
+                "INSERT INTO settings_history (group_name, version, changed_keys, changed_by)"
+                " VALUES ($1, $2, $3, $4)",
+                group,
+                version,
+                changed,
+                changed_by,
+            )
+        return version, changed

@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from faststream.rabbit import RabbitRouter
+from starlette.types import ASGIApp
 
+from mailroom_common.events import SettingsChanged
 from mailroom_common.metrics import PERIODIC_FAILURES
 from mailroom_common.runtime import Runtime
 
@@ -51,6 +53,13 @@ class Service:
     ready_checks: list[ReadyCheck] = field(default_factory=list)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # called in this process for every settings.changed event (every process hears each one)
+    on_settings_changed: list[Callable[[SettingsChanged], Awaitable[None]]] = field(
+        default_factory=list
+    )
+    # served on MAILROOM_HTTP_PORT beside /healthz, /readyz and /metrics, for these paths
+    http_app: ASGIApp | None = None
+    http_paths: tuple[str, ...] = ()
 
 
 ServiceFactory = Callable[[Runtime], Service]

@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     )
 
     signing_key: SecretStr = SecretStr("mailroom-development-signing-key-change-me")
+    settings_key: SecretStr = Field(
+        default=SecretStr("mailroom-development-settings-key-change-me"),
+        description="Encrypts the SMTP and IMAP passwords stored in the database.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the config service's admin API."
+    )
+    config_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Where `mailroom settings ...` finds the config service's admin API.",
+    )
     signing_key_previous: SecretStr | None = None
     bounce_domain: str = "bounces.mailroom.test"
     message_id_domain: str = "mailroom.test"

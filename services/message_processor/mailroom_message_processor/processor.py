@@ -23,7 +23,7 @@ from mailroom_common.intake import Rejected
 from mailroom_common.metrics import EMAILS_RENDERED, RENDER_FAILURES
 from mailroom_common.rendering import CompiledMessage, Recipient, RecipientProblem, TemplateProblem
 from mailroom_common.runtime import Runtime
-from mailroom_common.runtime_settings import MarketingSettings, load_group
+from mailroom_common.runtime_settings import MarketingSettings
 
 from mailroom_message_processor.campaign_content import compile_campaign
 
@@ -49,7 +49,7 @@ class MessageProcessor:
         self._compiled: dict[tuple[int, int], CompiledMessage] = {}
 
     async def _marketing(self) -> tuple[MarketingSettings, int]:
-        return await load_group(self.runtime.pool, MarketingSettings)
+        return await self.runtime.settings_store.load(MarketingSettings)
 
     async def handle_page(self, page: ItemsPage) -> None:
         runtime = self.runtime

@@ -12,11 +12,17 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from mailroom_common.events import DeliveryResult, DeliveryResults, OutboundBatch, OutboundEmail
+from mailroom_common.events import (
+    DeliveryResult,
+    DeliveryResults,
+    OutboundBatch,
+    OutboundEmail,
+    SettingsChanged,
+)
 from mailroom_common.metrics import DELIVERIES
 from mailroom_common.rate_limit import SharedRateLimiter
 from mailroom_common.runtime import Runtime
-from mailroom_common.runtime_settings import SmtpAccount, load_group
+from mailroom_common.runtime_settings import SmtpAccount
 
 from mailroom_outbound_sender.smtp_pool import Outcome, SmtpPool
 
@@ -70,12 +76,35 @@ class OutboundSender:
         self.account = SmtpAccount()
         self.smtp = SmtpPool(self.account)
 
+        self.account_version = -1
+
     async def start(self) -> None:
-        self.account, _version = await load_group(self.runtime.pool, SmtpAccount)
-        self.smtp = SmtpPool(self.account)
+        await self.reload_account()
 
     async def stop(self) -> None:
         await self.smtp.close()
+
+    async def reload_account(self) -> None:
+        """Use the current SMTP account: chunks started from now on go through new
+        connections; sends in flight finish on the old ones, which then close."""
+        account, version = await self.runtime.settings_store.load(SmtpAccount)
+        if version == self.account_version:
+            return
+        old_pool = self.smtp
+        self.account, self.account_version = account, version
+        self.smtp = SmtpPool(account)
+        await old_pool.close()
+        log.info(
+            "SMTP account version %d: %s:%d (%s)",
+            version,
+            account.host,
+            account.port,
+            account.security,
+        )
+
+    async def on_settings_changed(self, change: SettingsChanged) -> None:
+        if change.group == "smtp":
+            await self.reload_account()
 
     def _chunk_size(self) -> int:
         """Emails claimed, sent and recorded together. Small, so that a pause or cancel stops

@@ -8,7 +8,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import OutboundBatch
 from mailroom_common.intake import take
 from mailroom_common.runtime import Runtime
-from mailroom_common.service import Service
+from mailroom_common.service import PeriodicTask, Service
 
 from mailroom_outbound_sender.sender import OutboundSender
 
@@ -25,4 +25,13 @@ def build(runtime: Runtime) -> Service:
     async def on_outbound_batch(message: RabbitMessage) -> None:
         await take(runtime, queue, message, OutboundBatch, process, sender.give_up_batch)
 
-    return Service("outbound_sender", router, on_start=[sender.start], on_stop=[sender.stop])
+    # settings.changed reloads at once; this catches a change whose event was missed
+    reload = PeriodicTask("reload-smtp-account", 30.0, sender.reload_account)
+    return Service(
+        "outbound_sender",
+        router,
+        periodic=[reload],
+        on_start=[sender.start],
+        on_stop=[sender.stop],
+        on_settings_changed=[sender.on_settings_changed],
+    )

@@ -50,6 +50,7 @@ class SmtpPool:
         self.account = account
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(account.pool_size)
+        self._closed = False
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -83,7 +84,10 @@ class SmtpPool:
             finally:
                 client = holder[0]
                 if client is not None and client.is_connected:
-                    self._idle.append(client)
+                    if self._closed:  # retired while this send was in flight
+                        await self._quit(client)
+                    else:
+                        self._idle.append(client)
 
     async def send_all(self, emails: list[OutboundEmail]) -> list[Outcome]:
         """Send each email once over up to `pool_size` connections; one outcome per email."""
@@ -140,9 +144,14 @@ class SmtpPool:
                 client.close()
 
     async def close(self) -> None:
+        """Close idle connections now and in-flight ones when their send is done."""
+        self._closed = True
         while self._idle:
-            client = self._idle.pop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.quit(), 2)
-            with contextlib.suppress(Exception):
-                client.close()
+            await self._quit(self._idle.pop())
+
+    @staticmethod
+    async def _quit(client: aiosmtplib.SMTP) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.quit(), 2)
+        with contextlib.suppress(Exception):
+            client.close()

@@ -1,0 +1,1 @@
+"""config: the authenticated admin API of the runtime settings (SMTP, marketing, bounce)."""

@@ -1,0 +1,496 @@
+"""The admin HTTP API of the runtime settings (FastAPI), served by the config service.
+
+    GET  /settings                    every group
+    GET  /settings/{group}            one group (smtp, marketing, bounce)
+    PUT  /settings/{group}            partial update: merged, validated as a whole, versioned
+    GET  /settings/{group}/history    who changed what, when
+    POST /actions/test-smtp           a test email through the global SMTP account
+    POST /actions/test-imap           a login to the bounce mailbox
+
+Every call needs `Authorization: Bearer <MAILROOM_ADMIN_TOKEN>` (checked before anything
+else is read); /docs and /openapi.json describe the API and are public.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from email_validator import EmailNotValidError, validate_email
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from mailroom_common.events import SettingsChanged
+from mailroom_common.runtime import Runtime
+from mailroom_common.runtime_settings import (
+    GROUPS,
+    BounceMailbox,
+    MarketingSettings,
+    SettingsStore,
+    SmtpAccount,
+)
+from pydantic import BaseModel, Field, SecretStr
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mailroom_config import checks
+from mailroom_config.groups import (
+    DEPLOYMENT_SETTINGS,
+    GROUP_NAMES,
+    FieldProblem,
+    Invalid,
+    ReadOnly,
+    merge,
+    plain,
+    public,
+    read_only,
+)
+
+log = logging.getLogger(__name__)
+
+PATHS = ("/settings", "/actions", "/docs", "/openapi.json")
+PROTECTED = ("/settings", "/actions")
+DEFAULT_ACTOR = "admin"
+MAX_ACTOR_LENGTH = 200
+TOKEN_NOT_SET = (
+    "the admin API is disabled: MAILROOM_ADMIN_TOKEN is not set for the config service"
+    " (set it, restart the service, then call with 'Authorization: Bearer <token>')"
+)
+BAD_TOKEN = "missing or wrong bearer token (Authorization: Bearer <MAILROOM_ADMIN_TOKEN>)"
+
+
+# --- what the API answers (also its OpenAPI document) -------------------------------------
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class FieldProblemOut(BaseModel):
+    field: str = Field(description="The setting (or request field) that is wrong.")
+    problem: str = Field(description="Why, in words.")
+
+
+class ValidationProblem(BaseModel):
+    detail: list[FieldProblemOut]
+
+
+class GroupView(BaseModel):
+    group: str
+    version: int = Field(description="0: never changed, the defaults.")
+    updated_by: str | None
+    updated_at: datetime | None
+    settings: dict[str, Any] = Field(
+        description='Editable settings; a password shows "********" when set, "" when not.'
+    )
+    read_only: dict[str, Any] = Field(
+        description="Shown, never changed here (deployment settings, facts about the group)."
+    )
+
+
+class ChangeResult(BaseModel):
+    group: str
+    changed: bool
+    version: int
+    changed_keys: list[str]
+    message: str
+    announced: bool = Field(description="settings.changed was published (False: nothing to say).")
+    settings: dict[str, Any]
+
+
+class HistoryEntry(BaseModel):
+    version: int
+    changed_keys: list[str]
+    changed_by: str
+    changed_at: datetime
+
+
+class History(BaseModel):
+    group: str
+    entries: list[HistoryEntry] = Field(description="Newest first.")
+
+
+class TestSmtpRequest(BaseModel):
+    to: str = Field(description="Where the test email goes.", examples=["admin@example.com"])
+
+
+class ActionResult(BaseModel):
+    ok: bool
+    reply: str = Field(description="The server's reply, or what went wrong.")
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or wrong bearer token."},
+    503: {"model": Problem, "description": "MAILROOM_ADMIN_TOKEN is not set: API disabled."},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "Unknown settings group."}
+}
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ValidationProblem, "description": "Invalid values, by field."}
+}
+
+
+def _partial_schema(group: str) -> dict[str, Any]:
+    schema = GROUPS[group].model_json_schema()
+    schema["properties"].pop("group", None)
+    schema.pop("required", None)
+    schema["title"] = f"{group} (any of these keys)"
+    schema["additionalProperties"] = False
+    for name, source in DEPLOYMENT_SETTINGS.get(group, {}).items():
+        schema["properties"][name] = {
+            "type": "integer",
+            "readOnly": True,
+            "description": f"Read-only ({source}); a different value gets 409.",
+        }
+    return schema
+
+
+PUT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The settings to change; the others keep their value. A password sent"
+        ' back as "********" keeps the stored one.',
+        "content": {
+            "application/json": {"schema": {"anyOf": [_partial_schema(g) for g in GROUP_NAMES]}}
+        },
+    }
+}
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class AdminAuth:
+    """Refuses every call under PROTECTED without the admin token, before anything is read.
+
+    Comparison in constant time (of equal-length digests, so not even the length leaks)."""
+
+    def __init__(self, app: ASGIApp, token: SecretStr | None) -> None:
+        self.app = app
+        secret = token.get_secret_value() if token is not None else ""
+        self.expected = _digest(secret) if secret else None
+
+    def allowed(self, authorization: str) -> bool:
+        scheme, _, presented = authorization.partition(" ")
+        if self.expected is None or scheme.lower() != "bearer" or not presented.strip():
+            return False
+        return hmac.compare_digest(_digest(presented.strip()), self.expected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not any(path == p or path.startswith(p + "/") for p in PROTECTED):
+            await self.app(scope, receive, send)
+            return
+        if self.expected is None:
+            response = JSONResponse({"detail": TOKEN_NOT_SET}, status_code=503)
+        else:
+            headers = dict(scope.get("headers") or [])
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            if self.allowed(authorization):
+                await self.app(scope, receive, send)
+                return
+            response = JSONResponse(
+                {"detail": BAD_TOKEN},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="mailroom-admin"'},
+            )
+        await response(scope, receive, send)
+
+
+async def load_group(store: SettingsStore, group: str) -> tuple[BaseModel, int]:
+    if group == "smtp":
+        return await store.load(SmtpAccount)
+    if group == "marketing":
+        return await store.load(MarketingSettings)
+    return await store.load(BounceMailbox)
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+def _unprocessable(problems: list[FieldProblem]) -> JSONResponse:
+    return JSONResponse({"detail": [p.as_dict() for p in problems]}, status_code=422)
+
+
+def _field_of(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "(body)"
+
+
+def _actor(value: str | None) -> str:
+    actor = (value or "").strip()
+    if not actor:
+        return DEFAULT_ACTOR
+    if len(actor) > MAX_ACTOR_LENGTH or not actor.isprintable():
+        raise Invalid(
+            [
+                FieldProblem(
+                    "X-Mailroom-Actor",
+                    f"at most {MAX_ACTOR_LENGTH} printable characters (who made the change)",
+                )
+            ]
+        )
+    return actor
+
+
+def _known(group: str) -> str:
+    if group not in GROUPS:
+        raise HTTPException(
+            404, f"unknown settings group {group!r}; known: {', '.join(GROUP_NAMES)}"
+        )
+    return group
+
+
+GroupPath = Annotated[
+    str,
+    Path(description="smtp, marketing or bounce.", json_schema_extra={"enum": list(GROUP_NAMES)}),
+]
+
+
+DESCRIPTION = """\
+Every call needs `Authorization: Bearer <MAILROOM_ADMIN_TOKEN>`: without it, or with another
+token, the answer is 401; when the service has no token configured, every call gets 503.
+
+- **Groups**: `smtp` (the global SMTP account every campaign and autoresponder uses),
+  `marketing` (the footers appended to every email, the public base URL of their links) and
+  `bounce` (the dedicated IMAP mailbox of bounces).
+- **Changes** are partial: the keys sent are merged into the current value and the whole is
+  validated (422 names each field and why). Each change is a new version, recorded with who
+  made it (`X-Mailroom-Actor`, else `admin`) and announced as `settings.changed`.
+- **Passwords** are write-only: shown as `"********"` when set, `""` when not; sending the
+  mask back keeps the stored password.
+- **Read-only** entries (`read_only` in a group's view) are shown, never changed here; a PUT
+  that tries gets 409.
+"""
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    """The admin API; without a runtime it can only describe itself (openapi())."""
+    app = FastAPI(
+        title="Mailroom config",
+        version="1",
+        summary="The runtime settings of Mailroom: the global SMTP account, the marketing"
+        " footers and the bounce mailbox.",
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    bearer = HTTPBearer(auto_error=False, description="MAILROOM_ADMIN_TOKEN")
+    secured = [Security(bearer)]  # documents the scheme; AdminAuth enforces it
+
+    def current() -> Runtime:
+        assert runtime is not None, "the app was built without a runtime"
+        return runtime
+
+    @app.exception_handler(Invalid)
+    async def invalid(_: Request, error: Invalid) -> JSONResponse:
+        return _unprocessable(error.problems)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own shape echoes the input; a value may be a password, so never
+        return _unprocessable(
+            [
+                FieldProblem(_field_of(tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
+                for e in error.errors()
+            ]
+        )
+
+    @app.exception_handler(ReadOnly)
+    async def read_only_refused(_: Request, error: ReadOnly) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=409)
+
+    async def view(group: str) -> GroupView:
+        rt = current()
+        value, version = await load_group(rt.settings_store, group)
+        row = await rt.pool.fetchrow(
+            "SELECT updated_by, updated_at FROM settings WHERE group_name = $1", group
+        )
+        return GroupView(
+            group=group,
+            version=version,
+            updated_by=row["updated_by"] if row else None,
+            updated_at=row["updated_at"] if row else None,
+            settings=public(value),
+            read_only=read_only(group, rt.settings),
+        )
+
+    @app.get(
+        "/settings",
+        response_model=dict[str, GroupView],
+        dependencies=secured,
+        responses=PROBLEMS,
+        summary="Every settings group",
+    )
+    async def all_settings() -> dict[str, GroupView]:
+        return {group: await view(group) for group in GROUP_NAMES}
+
+    @app.get(
+        "/settings/{group}",
+        response_model=GroupView,
+        dependencies=secured,
+        responses={**PROBLEMS, **NOT_FOUND},
+        summary="One settings group",
+    )
+    async def get_group(group: GroupPath) -> GroupView:
+        return await view(_known(group))
+
+    @app.put(
+        "/settings/{group}",
+        response_model=ChangeResult,
+        dependencies=secured,
+        responses={
+            **PROBLEMS,
+            **NOT_FOUND,
+            409: {"model": Problem, "description": "A read-only entry cannot change here."},
+            **INVALID,
+        },
+        openapi_extra=PUT_BODY,
+        summary="Change some settings of a group",
+        description="The body's keys are merged into the current value and the whole is"
+        " validated; a change is stored as a new version (with who made it: the"
+        " X-Mailroom-Actor header, else 'admin') and announced as settings.changed. A body"
+        " that changes nothing makes no version and no event.",
+    )
+    async def put_group(
+        group: GroupPath,
+        request: Request,
+        x_mailroom_actor: Annotated[
+            str | None, Header(description="Who makes the change (default 'admin').")
+        ] = None,
+    ) -> ChangeResult:
+        _known(group)
+        actor = _actor(x_mailroom_actor)
+        try:
+            changes = json.loads(await request.body() or b"null")
+        except ValueError:
+            raise Invalid([FieldProblem("(body)", "not valid JSON")]) from None
+        if not isinstance(changes, dict):
+            raise Invalid(
+                [FieldProblem("(body)", "must be a JSON object of the settings to change")]
+            )
+        rt = current()
+        # one change of a group at a time (across replicas): no lost update, exact diff
+        async with rt.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"mailroom.settings.{group}"
+            )
+            current_value, version = await load_group(rt.settings_store, group)
+            new_value = merge(group, current_value, changes, rt.settings)
+            if plain(new_value) == plain(current_value):
+                return ChangeResult(
+                    group=group,
+                    changed=False,
+                    version=version,
+                    changed_keys=[],
+                    message=f"nothing changed: still version {version}, no event published",
+                    announced=False,
+                    settings=public(current_value),
+                )
+            version, changed_keys = await rt.settings_store.save(new_value, changed_by=actor)
+            log.info(
+                "settings %s changed to version %d by %s: %s",
+                group,
+                version,
+                actor,
+                ", ".join(changed_keys),
+            )
+            # announced while still holding the lock: the events go out in version order
+            announced = True
+            try:
+                event = {"group": group, "version": version, "changed_keys": changed_keys}
+                await rt.announce(SettingsChanged.model_validate(event))
+            except Exception as error:
+                announced = False
+                log.error(
+                    "settings %s version %d is stored but settings.changed was not published"
+                    " (%s): services see it when they restart or on the next change",
+                    group,
+                    version,
+                    type(error).__name__,
+                )
+        message = f"stored as version {version}"
+        if not announced:
+            message += (
+                "; settings.changed could not be published: running services see it when"
+                " they restart or on the next change"
+            )
+        return ChangeResult(
+            group=group,
+            changed=True,
+            version=version,
+            changed_keys=changed_keys,
+            message=message,
+            announced=announced,
+            settings=public(new_value),
+        )
+
+    @app.get(
+        "/settings/{group}/history",
+        response_model=History,
+        dependencies=secured,
+        responses={**PROBLEMS, **NOT_FOUND, **INVALID},
+        summary="The changes of a group, newest first",
+    )
+    async def history(
+        group: GroupPath, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> History:
+        _known(group)
+        rows = await current().pool.fetch(
+            "SELECT version, changed_keys, changed_by, changed_at FROM settings_history"
+            " WHERE group_name = $1 ORDER BY version DESC LIMIT $2",
+            group,
+            limit,
+        )
+        return History(group=group, entries=[HistoryEntry(**dict(row)) for row in rows])
+
+    @app.post(
+        "/actions/test-smtp",
+        response_model=ActionResult,
+        dependencies=secured,
+        responses={**PROBLEMS, **INVALID},
+        summary="Send a test email through the global SMTP account",
+    )
+    async def test_smtp(body: TestSmtpRequest) -> ActionResult:
+        try:
+            to = validate_email(body.to, check_deliverability=False).normalized
+        except EmailNotValidError as error:
+            raise Invalid([FieldProblem("to", str(error))]) from None
+        account, _ = await current().settings_store.load(SmtpAccount)
+        result = await checks.send_test_email(account, to)
+        log.info("test email to %s via %s:%d: %s", to, account.host, account.port, result.reply)
+        return ActionResult(ok=result.ok, reply=result.reply)
+
+    @app.post(
+        "/actions/test-imap",
+        response_model=ActionResult,
+        dependencies=secured,
+        responses=PROBLEMS,
+        summary="Log in to the bounce mailbox and select its folder",
+    )
+    async def test_imap() -> ActionResult:
+        mailbox, _ = await current().settings_store.load(BounceMailbox)
+        result = await checks.check_mailbox(mailbox)
+        log.info("bounce mailbox check %s:%d: %s", mailbox.host, mailbox.port, result.reply)
+        return ActionResult(ok=result.ok, reply=result.reply)
+
+    token = runtime.settings.admin_token if runtime is not None else None
+    app.add_middleware(AdminAuth, token=token)
+    return app
+
+
+def openapi_document() -> str:
+    """The OpenAPI document, as committed in docs/openapi-config.json."""
+    return json.dumps(create_app().openapi(), indent=2, ensure_ascii=False) + "\n"

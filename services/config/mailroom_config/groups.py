@@ -1,0 +1,186 @@
+"""The settings groups as the admin API shows and changes them (pure logic, no I/O).
+
+- A group's public view: its fields, passwords masked (write-only), plus read-only entries.
+- A change: a partial body merged into the current value and validated as a whole with the
+  group's model; read-only entries refused (409); footers checked (they compile, and they
+  carry the unsubscribe link).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
+from mailroom_common.rendering.message import SAMPLE_RECIPIENT
+from mailroom_common.runtime_settings import GROUPS, MarketingSettings
+from mailroom_common.settings import Settings
+from pydantic import BaseModel, SecretStr, ValidationError
+
+MASK = "********"
+GROUP_NAMES = tuple(GROUPS)
+BOUNCE_DELETION = (
+    "Every message in this mailbox is deleted after it is processed, so it must be a"
+    " dedicated bounce mailbox, never a personal one."
+)
+# read-only entries of a group: name -> (the deployment setting it comes from, or None)
+DEPLOYMENT_SETTINGS: dict[str, dict[str, str]] = {
+    "marketing": {
+        "batch_size": "MAILROOM_BATCH_SIZE",
+        "items_page_size": "MAILROOM_ITEMS_PAGE_SIZE",
+    },
+}
+STATEMENTS: dict[str, dict[str, str]] = {"bounce": {"after_processing": BOUNCE_DELETION}}
+FOOTERS = {"text footer": "text_footer", "html footer": "html_footer"}
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    field: str
+    problem: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "problem": self.problem}
+
+
+class Invalid(Exception):
+    """422: the changed group is not valid; each problem names its field."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p.field}: {p.problem}" for p in problems))
+
+
+class ReadOnly(Exception):
+    """409: the body tries to change an entry the admin API does not own."""
+
+
+def secret_fields(group: str) -> list[str]:
+    model = GROUPS[group]
+    return [name for name, field in model.model_fields.items() if field.annotation is SecretStr]
+
+
+def editable_fields(group: str) -> list[str]:
+    return [name for name in GROUPS[group].model_fields if name != "group"]
+
+
+def plain(value: BaseModel) -> dict[str, Any]:
+    """Every field as JSON values, passwords in clear (only ever in memory)."""
+    data = value.model_dump(mode="json")
+    for name, field in type(value).model_fields.items():
+        if field.annotation is SecretStr:
+            data[name] = getattr(value, name).get_secret_value()
+    data.pop("group", None)
+    return data
+
+
+def public(value: BaseModel) -> dict[str, Any]:
+    """Every field as the API shows it: a password is MASK when set, "" when not."""
+    data = value.model_dump(mode="json")
+    data.pop("group", None)
+    for name, field in type(value).model_fields.items():
+        if field.annotation is SecretStr:
+            data[name] = MASK if getattr(value, name).get_secret_value() else ""
+    return data
+
+
+def read_only(group: str, settings: Settings) -> dict[str, Any]:
+    entries: dict[str, Any] = {
+        name: getattr(settings, name) for name in DEPLOYMENT_SETTINGS.get(group, {})
+    }
+    entries.update(STATEMENTS.get(group, {}))
+    return entries
+
+
+def _problem_text(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown setting"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def problems_of(error: ValidationError) -> list[FieldProblem]:
+    """The problems of a validation error, without the values (a value may be a password)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "(body)"
+        problems.append(FieldProblem(field, _problem_text(dict(item))))
+    return problems
+
+
+def merge(group: str, current: BaseModel, changes: dict[str, Any], settings: Settings) -> BaseModel:
+    """The group's new value: `changes` over `current`, validated as a whole.
+
+    Raises ReadOnly (409) for a changed read-only entry, Invalid (422) for anything invalid.
+    An unchanged read-only entry (a GET sent back) is ignored; so is a masked password.
+    """
+    fixed = read_only(group, settings)
+    updates = dict(changes)
+    for name, value in changes.items():
+        if name in fixed:
+            if value != fixed[name]:
+                source = DEPLOYMENT_SETTINGS.get(group, {}).get(name)
+                raise ReadOnly(
+                    f"read-only: set by the deployment ({source})"
+                    if source
+                    else f"read-only: {fixed[name]}"
+                )
+            del updates[name]
+    secrets = secret_fields(group)
+    for name in secrets:
+        if updates.get(name) == MASK:
+            del updates[name]  # the mask sent back: keep the stored password
+    merged = {**plain(current), **updates, "group": group}
+    try:
+        value = GROUPS[group].model_validate(merged)
+    except ValidationError as error:
+        raise Invalid(problems_of(error)) from None
+    if isinstance(value, MarketingSettings):
+        footer_problems = check_footers(value)
+        if footer_problems:
+            raise Invalid(footer_problems)
+    return value
+
+
+UNSUBSCRIBE_MISSING = (
+    "must contain the unsubscribe link {{ unsubscribe_url }}: every campaign and"
+    " autoresponder email must carry a working unsubscribe link (CAN-SPAM, GDPR, RFC 8058)"
+)
+
+
+def check_footers(value: MarketingSettings) -> list[FieldProblem]:
+    """Both footers compile as the message processor compiles them, and both render the
+    unsubscribe link (checked on a trial render, so a link inside a branch never taken or
+    a comment does not count)."""
+    content = MessageContent(
+        subject="Footer check",
+        html="<html><body><p>Footer check.</p></body></html>",
+        text="Footer check.",
+        from_name="Mailroom",
+        from_email="footer-check@example.com",
+        text_footer=value.text_footer,
+        html_footer=value.html_footer,
+    )
+    try:
+        compiled = compile_message(content)
+    except TemplateProblem as problem:
+        field = FOOTERS.get(problem.part, problem.part)
+        where = f"line {problem.line}: " if problem.line is not None else ""
+        return [FieldProblem(field, f"{where}{problem.problem}")]
+    try:
+        rendered = compiled.render(SAMPLE_RECIPIENT)
+    except Exception as error:  # the sample contact cannot be rendered: report, do not crash
+        return [FieldProblem("text_footer", f"cannot be rendered: {error}")]
+    message = email.message_from_bytes(rendered, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    link = SAMPLE_RECIPIENT.unsubscribe_url
+    problems = []
+    for subtype, field in (("plain", "text_footer"), ("html", "html_footer")):
+        part = message.get_body((subtype,))
+        body = part.get_content() if part is not None else ""
+        if link not in str(body):
+            problems.append(FieldProblem(field, UNSUBSCRIBE_MISSING))
+    return problems
