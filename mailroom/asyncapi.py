@@ -44,9 +44,10 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     ),
     "outbound.batch": (
         "work",
-        "message_processor, outbound_sender (retries)",
+        "message_processor, autoresponder, outbound_sender (retries)",
         "outbound_sender",
-        "Rendered emails, up to MAILROOM_BATCH_SIZE per message.",
+        "Rendered emails, up to MAILROOM_BATCH_SIZE per message. Autoresponder batches"
+        " (kind autoresponder) use routing key outbound.priority: the sender's priority lane.",
     ),
     "delivery.results": (
         "events",
@@ -77,6 +78,31 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "config",
         "every service",
         "An administrator changed a settings group.",
+    ),
+    "bounce.detected": (
+        "events",
+        "bounce_processor",
+        "anyone (the CRM)",
+        "A bounce or complaint was matched (or not) to a campaign item and recorded;"
+        " suppressed says whether the address will get nothing more.",
+    ),
+    "contact.unsubscribed": (
+        "events",
+        "subscriptions",
+        "anyone (the CRM)",
+        "A contact unsubscribed from lists (or from everything: then also suppressed).",
+    ),
+    "contact.subscribed": (
+        "events",
+        "the CRM, `mailroom contacts import`",
+        "autoresponder",
+        "A contact subscribed to a list: autoresponders of that list fire once per event_id.",
+    ),
+    "contact.event": (
+        "events",
+        "the CRM",
+        "autoresponder",
+        "Something a contact did (type): autoresponders of that type fire once per event_id.",
     ),
 }
 

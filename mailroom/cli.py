@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mailroom import campaigns
+from mailroom.autoresponder_cli import autoresponder_app
 from mailroom.contacts_import import import_contacts
 from mailroom.services import SERVICES
 
@@ -41,6 +42,9 @@ settings_app = typer.Typer(
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(settings_app, name="settings")
+app.add_typer(autoresponder_app, name="autoresponder")
+bounce_app = typer.Typer(help="The bounce mailbox's messages.", no_args_is_help=True)
+app.add_typer(bounce_app, name="bounce")
 
 console = Console()
 errors = Console(stderr=True)
@@ -104,7 +108,9 @@ def contacts_import(
     """Import contacts from CSV: good rows are imported, bad rows reported by line number."""
     settings = Settings()
     try:
-        report = _run(_with_pool(settings, lambda pool: import_contacts(pool, file, list_name)))
+        report = _run(
+            _with_pool(settings, lambda pool: import_contacts(pool, file, list_name, settings))
+        )
     except ValueError as error:
         raise _fail(str(error)) from error
     if as_json:
@@ -454,6 +460,34 @@ def settings_openapi(
     else:
         out.write_text(document)
         console.print(f"wrote {out}")
+
+
+@bounce_app.command("parse")
+def bounce_parse(
+    files: Annotated[list[str], typer.Argument(help="Message files (raw RFC 5322); - for stdin.")],
+) -> None:
+    """Classify messages as the bounce processor does: one JSON object per line (item_id from
+    the VERP address or Message-ID, verified with MAILROOM_SIGNING_KEY)."""
+    from mailroom_bounce_processor.matching import describe
+    from mailroom_common.signing import Signer
+
+    settings = Settings()
+    previous = settings.signing_key_previous
+    signer = Signer(
+        settings.signing_key.get_secret_value().encode(),
+        previous.get_secret_value().encode() if previous else None,
+    )
+    failed = False
+    for name in files:
+        try:
+            raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        except OSError as error:
+            errors.print(f"[red]error:[/red] {escape(name)}: {escape(str(error))}")
+            failed = True
+            continue
+        sys.stdout.write(json.dumps(describe(name, raw, signer)) + "\n")
+    if failed:
+        raise typer.Exit(code=2)
 
 
 @app.command()

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from asyncpg.pool import Pool
 from email_validator import EmailNotValidError, validate_email
+from mailroom_common.events import ContactSubscribed
+from mailroom_common.settings import Settings
+
+from mailroom.autoresponders import announce_events
 
 KNOWN_COLUMNS = ("email", "first_name", "last_name")
 IMPORT_LOCK = 0x696D706F7274  # one import at a time: contacts are matched by address
@@ -21,6 +25,7 @@ class ImportReport:
     created: int = 0
     updated: int = 0
     kept_unsubscribed: int = 0
+    subscribed: int = 0  # memberships created (each announced as contact.subscribed)
     bad_rows: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -91,7 +96,11 @@ def _row_count(command_tag: str) -> int:
     return int(command_tag.split()[-1])
 
 
-async def import_contacts(pool: Pool, path: Path, list_name: str) -> ImportReport:
+async def import_contacts(
+    pool: Pool, path: Path, list_name: str, settings: Settings | None = None
+) -> ImportReport:
+    """With `settings`, every membership created is announced as contact.subscribed (after
+    the commit) so autoresponders of the list fire."""
     report = ImportReport(list_name=list_name)
     rows = read_csv(path, report)
     async with pool.acquire() as conn, conn.transaction():
@@ -111,12 +120,13 @@ async def import_contacts(pool: Pool, path: Path, list_name: str) -> ImportRepor
         )
         report.updated = _row_count(await conn.execute(UPDATE_EXISTING))
         report.created = _row_count(await conn.execute(INSERT_NEW))
-        await conn.execute(
+        created = await conn.fetch(
             "INSERT INTO list_memberships (list_id, contact_id)"
             " SELECT DISTINCT ON (lower(c.email)) $1::bigint, c.id FROM contacts c"
             " JOIN import_rows r ON lower(c.email) = lower(r.email)"
             " ORDER BY lower(c.email), c.id"
-            " ON CONFLICT (list_id, contact_id) DO NOTHING",
+            " ON CONFLICT (list_id, contact_id) DO NOTHING"
+            " RETURNING contact_id, (extract(epoch FROM updated_at) * 1e6)::bigint AS at",
             list_id,
         )
         # An import never resubscribes someone who unsubscribed from the list.
@@ -127,4 +137,18 @@ async def import_contacts(pool: Pool, path: Path, list_name: str) -> ImportRepor
             list_id,
         )
     report.imported = len(rows)
+    report.subscribed = len(created)
+    if settings is not None and created:
+        # the event id names this membership: a repeat of the event sends nothing more
+        await announce_events(
+            settings,
+            [
+                ContactSubscribed(
+                    contact_id=r["contact_id"],
+                    list_id=list_id,
+                    event_id=f"subscribed:{list_id}:{r['contact_id']}:{r['at']}",
+                )
+                for r in created
+            ],
+        )
     return report

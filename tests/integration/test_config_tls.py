@@ -8,16 +8,8 @@ the config service trusts (as a company CA would be: SSL_CERT_FILE) and that doe
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
-import pwd
-import shutil
-import signal
 import ssl
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +19,15 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.support.dovecot import (
+    PASSWORD,
+    USER,
+    Dovecot,
+    make_certificate,
+    shared_temp_dir,
+    skip_without_dovecot,
+)
 from tests.support.environment import Installation
 from tests.support.ports import free_port
 from tests.support.smtp import RecordingHandler
@@ -40,156 +36,20 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "imap-test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-USER = "bounces"
-PASSWORD = "Imap-Pa55-7f3e2b"
 SMTP_USER = "mailer"
 SMTP_PASSWORD = "Smtp-Pa55-c0ffee"
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 only (not for "localhost")."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailroom test IMAP")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-class Dovecot:
-    """A Dovecot instance of our own: one user, Maildir under the temp dir."""
-
-    def __init__(self, directory: Path, cert: Path, key: Path) -> None:
-        self.directory = directory
-        self.imap_port = free_port()
-        self.imaps_port = free_port()
-        mail = directory / "mail"
-        mail.mkdir()
-        if os.geteuid() == 0:  # mail processes may not run as root: use nobody
-            uid, gid = 65534, 65534
-            users = ""
-            os.chmod(mail, 0o777)
-        else:
-            uid, gid = os.getuid(), os.getgid()
-            me = pwd.getpwuid(uid).pw_name
-            users = (
-                f"default_login_user = {me}\ndefault_internal_user = {me}\n"
-                f"default_internal_group = {pwd.getpwuid(uid).pw_name}\n"
-            )
-        (directory / "passwd").write_text(
-            f"{USER}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{mail}/{USER}\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-        self.config = directory / "dovecot.conf"
-        self.config.write_text(
-            f"""base_dir = {directory}/run
-state_dir = {directory}/state
-log_path = {directory}/dovecot.log
-instance_name = mailroom-test-{self.imap_port}
-protocols = imap
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{cert}
-ssl_key = <{key}
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-first_valid_uid = 1
-{users}passdb {{
-  driver = passwd-file
-  args = {directory}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = {directory}/passwd
-}}
-mail_location = maildir:~/Maildir
-service imap-login {{
-  chroot =
-  inet_listener imap {{
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    port = {self.imaps_port}
-    ssl = yes
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-"""
-        )
-
-    def start(self) -> None:
-        # in the foreground (-F): a daemon would keep our pipes open, and is harder to stop
-        self.process = process = subprocess.Popen(
-            ["dovecot", "-F", "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if "starting up" in self.log():
-                return
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"dovecot did not start:\n{self.log()}")
-
-    def stop(self) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def log(self) -> str:
-        path = self.directory / "dovecot.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
 @pytest.fixture(scope="module")
 def certificate() -> Iterator[tuple[Path, Path]]:
-    """(certificate, key) in a directory of their own. Not pytest's tmp_path: its parents
-    are private (0700) and Dovecot's own users (auth as "dovecot", mail as the mailbox's
-    user) must read the files."""
-    directory = Path(tempfile.mkdtemp(prefix="mailroom-tls-"))
-    directory.chmod(0o755)
-    try:
-        yield _certificate(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    """(certificate, key) in a directory Dovecot's own users can read."""
+    with shared_temp_dir("mailroom-tls-") as directory:
+        yield make_certificate(directory)
 
 
 @pytest.fixture(scope="module")
 def dovecot(certificate: tuple[Path, Path]) -> Iterator[Dovecot]:
-    if shutil.which("dovecot") is None:
-        pytest.skip("needs Dovecot (apt install dovecot-imapd)")
+    skip_without_dovecot()
     directory = certificate[0].parent / "dovecot"
     directory.mkdir()
     server = Dovecot(directory, *certificate)

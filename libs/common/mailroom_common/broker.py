@@ -10,6 +10,9 @@ broker never see each other's messages.
   `<queue>.dlq`, a queue nobody consumes: it keeps what needs a person.
 - `<p>.outbound.retry.<ms>ms`: one queue per back-off tier, no consumer; messages wait out
   the queue's TTL and are dead-lettered back to the work exchange as outbound.batch.
+- `<p>.outbound_sender.priority`: the priority lane (outbound.priority, autoresponders), a
+  queue of its own with its own consumer, so a campaign backlog never delays it; its retries
+  wait in `<p>.outbound.priority-retry.<ms>ms` and come back to it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from mailroom_common.events import Event, event_json
 from mailroom_common.settings import Settings
 
 JSON = "application/json"
+PRIORITY_ROUTING_KEY = "outbound.priority"
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,14 @@ class Topology:
     def completion_events(self) -> RabbitQueue:
         return self.work_queue("completion", "events", "delivery.results")
 
+    @property
+    def outbound_priority(self) -> RabbitQueue:
+        return self.work_queue("outbound_sender", "priority", PRIORITY_ROUTING_KEY)
+
+    @property
+    def autoresponder_triggers(self) -> RabbitQueue:
+        return self.work_queue("autoresponder", "triggers", "contact.subscribed")
+
     def settings_listener(self, instance: str) -> RabbitQueue:
         """Each process's own queue of settings.changed (fan-out: every process hears every
         change). Exclusive and auto-deleted: a process that was down reads the current
@@ -105,12 +117,19 @@ class Topology:
             (self.outbound_batches, self.work, "outbound.batch"),
             (self.completion_events, self.events, "delivery.results"),
             (self.completion_events, self.events, "campaign.generated"),
+            (self.outbound_priority, self.work, PRIORITY_ROUTING_KEY),
+            (self.autoresponder_triggers, self.events, "contact.subscribed"),
+            (self.autoresponder_triggers, self.events, "contact.event"),
         ]
 
     def all_queue_names(self) -> list[str]:
         work = {q.name for q, _, _ in self.bindings()}
         names = sorted(work) + sorted(f"{n}.dlq" for n in work)
-        return names + [self.retry_queue(d).name for d in self.retry_delays_ms]
+        return names + [
+            self.retry_queue(d, priority).name
+            for d in self.retry_delays_ms
+            for priority in (False, True)
+        ]
 
     def work_queue(self, service: str, purpose: str, routing_key: str) -> RabbitQueue:
         """A durable quorum queue whose rejected or over-delivered messages go to its DLQ."""
@@ -139,20 +158,26 @@ class Topology:
             routing_key=work_queue.name,
         )
 
-    def retry_queue(self, delay_ms: int) -> RabbitQueue:
+    def retry_queue(self, delay_ms: int, priority: bool = False) -> RabbitQueue:
+        """A back-off tier; the priority lane's tiers send their messages back to it."""
+        lane = "priority-retry" if priority else "retry"
         return RabbitQueue(
-            f"{self.prefix}.outbound.retry.{delay_ms}ms",
+            f"{self.prefix}.outbound.{lane}.{delay_ms}ms",
             queue_type=QueueType.QUORUM,
             durable=True,
-            routing_key=f"retry.{delay_ms}",
+            routing_key=self.retry_routing_key(delay_ms, priority),
             arguments={
                 "x-message-ttl": delay_ms,
                 "x-dead-letter-exchange": self.work.name,
-                "x-dead-letter-routing-key": "outbound.batch",
+                "x-dead-letter-routing-key": PRIORITY_ROUTING_KEY if priority else "outbound.batch",
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
             },
         )
+
+    @staticmethod
+    def retry_routing_key(delay_ms: int, priority: bool = False) -> str:
+        return f"{'priority-retry' if priority else 'retry'}.{delay_ms}"
 
     def retry_tier(self, attempt: int) -> int | None:
         """The delay (ms) before try number `attempt + 1`, or None once the tiers run out."""
@@ -186,9 +211,10 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
             done.add(queue.name)
     work = declared_exchanges[topology.work.name]
     for delay in topology.retry_delays_ms:
-        retry = topology.retry_queue(delay)
-        declared = await broker.declare_queue(retry)
-        await declared.bind(work, routing_key=retry.routing_key)
+        for priority in (False, True):
+            retry = topology.retry_queue(delay, priority)
+            declared = await broker.declare_queue(retry)
+            await declared.bind(work, routing_key=retry.routing_key)
 
 
 async def publish_event(

@@ -132,6 +132,56 @@ class SettingsChanged(Event):
     changed_keys: list[str]
 
 
+class ContactUnsubscribed(Event):
+    routing_key: ClassVar[str] = "contact.unsubscribed"
+    contact_id: int
+    email: str
+    list_ids: list[int] = Field(description="The lists whose membership became unsubscribed.")
+    source: str = Field(description='Where the link came from: "c<campaign id>", "a<id>".')
+    everything: bool = Field(description="Unsubscribed from every list and suppressed.")
+
+
+class BounceDetected(Event):
+    routing_key: ClassVar[str] = "bounce.detected"
+    item_id: int | None = Field(description="The campaign item it was matched to, if any.")
+    campaign_id: int | None = None
+    email: str = Field(description="The recipient that bounced or complained (lower-cased).")
+    kind: Literal["hard", "soft", "complaint"]
+    action: Literal["failed", "delayed"] | None = Field(
+        default=None, description="delayed: a warning only (the item did not change)."
+    )
+    status: str | None = Field(default=None, description='RFC 3463 status, e.g. "5.1.1".')
+    suppressed: bool = Field(description="The address is suppressed (now or already).")
+
+
+class ContactSubscribed(Event):
+    routing_key: ClassVar[str] = "contact.subscribed"
+    contact_id: int = Field(gt=0)
+    list_id: int = Field(gt=0)
+    event_id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Unique id of this subscription; the same id again sends nothing more.",
+    )
+
+
+class ContactEvent(Event):
+    routing_key: ClassVar[str] = "contact.event"
+    contact_id: int = Field(gt=0)
+    type: str = Field(min_length=1, max_length=200, description='What happened, e.g. "signup".')
+    event_id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Unique id of this event; the same id again sends nothing more.",
+    )
+    data: dict[str, Any] = Field(default_factory=dict, description="Kept with the item.")
+
+
+AUTORESPONDER_TRIGGERS: dict[str, type[Event]] = {
+    m.routing_key: m for m in (ContactSubscribed, ContactEvent)
+}
+
+
 def event_json(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
@@ -147,5 +197,9 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         CampaignCompleted,
         CampaignFailed,
         SettingsChanged,
+        ContactUnsubscribed,
+        BounceDetected,
+        ContactSubscribed,
+        ContactEvent,
     ]
     return {m.routing_key: m.model_json_schema() for m in models}

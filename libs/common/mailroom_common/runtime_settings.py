@@ -73,6 +73,7 @@ class BounceMailbox(BaseModel):
     security: Literal["none", "starttls", "tls"] = "tls"
     username: str = ""
     password: SecretStr = SecretStr("")
+    verify_certificates: bool = True
     folder: str = "INBOX"
     poll_interval_seconds: float = Field(default=60, gt=0)
     soft_bounce_threshold: int = Field(default=3, ge=1)

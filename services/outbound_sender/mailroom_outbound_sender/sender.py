@@ -5,16 +5,21 @@ twice sends each email once. Pending counts too: the batch may arrive before the
 processor has marked its items queued. A batch redelivered after a crash first releases its
 items still `sending` for another try: those are the in-flight messages, the only ones that
 may reach a recipient twice.
+
+Campaign batches claim and record campaign_items; autoresponder batches (the priority lane)
+autoresponder_items, with the same statuses, and their retries go back to the priority lane.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 
 from mailroom_common.events import (
     DeliveryResult,
     DeliveryResults,
+    ItemKind,
     OutboundBatch,
     OutboundEmail,
     SettingsChanged,
@@ -29,7 +34,7 @@ from mailroom_outbound_sender.smtp_pool import Outcome, SmtpPool
 log = logging.getLogger(__name__)
 
 SUPPRESS_ITEMS = """
-UPDATE campaign_items i SET status = 'suppressed', error = 'address suppressed: ' || s.reason
+UPDATE {items} i SET status = 'suppressed', error = 'address suppressed: ' || s.reason
 FROM suppressions s
 WHERE i.id = ANY($1) AND s.email = lower(i.email)
   AND i.status IN ('pending', 'queued', 'retry')
@@ -39,7 +44,7 @@ RETURNING i.id
 # Not while the campaign is paused: a pause stops a batch between two chunks.
 CLAIM_ITEMS = """
 WITH claimed AS (
-    UPDATE campaign_items SET status = 'sending', attempts = attempts + 1
+    UPDATE {items} SET status = 'sending', attempts = attempts + 1
     WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')
       AND NOT EXISTS (SELECT 1 FROM campaigns WHERE id = $2::bigint AND status = 'paused')
     RETURNING id)
@@ -49,24 +54,63 @@ SELECT coalesce(array_agg(id), '{}') FROM claimed
 # A redelivered batch was taken by a sender that stopped without settling it: its items
 # still 'sending' were in flight then (maybe delivered, maybe not) and are tried again.
 RELEASE_IN_FLIGHT = """
-UPDATE campaign_items SET status = 'retry', error = 'in flight when a sender stopped'
+UPDATE {items} SET status = 'retry', error = 'in flight when a sender stopped'
 WHERE id = ANY($1) AND status = 'sending'
 """
 
 OPEN_ITEMS = """
-SELECT array(SELECT id FROM campaign_items
+SELECT array(SELECT id FROM {items}
              WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')) AS open_ids,
        EXISTS (SELECT 1 FROM campaigns WHERE id = $2::bigint AND status = 'paused') AS paused
 """
 
 RECORD_RESULTS = """
-UPDATE campaign_items i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
+UPDATE {items} i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END
 FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[]) AS r(id, status, code, reply)
 WHERE i.id = r.id AND i.status = 'sending'
 """
 
+GIVE_UP = """
+UPDATE {items} SET status = 'failed', error = $2
+WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry', 'sending')
+"""
+
 RATE_LIMIT_NAME = "smtp:global"
+
+
+@dataclass(frozen=True)
+class ItemQueries:
+    """The statements above for one item table."""
+
+    suppress: str
+    claim: str
+    release_in_flight: str
+    open_items: str
+    record: str
+    give_up: str
+
+    @classmethod
+    def for_table(cls, items: str) -> ItemQueries:
+        return cls(
+            *(
+                q.replace("{items}", items)
+                for q in (
+                    SUPPRESS_ITEMS,
+                    CLAIM_ITEMS,
+                    RELEASE_IN_FLIGHT,
+                    OPEN_ITEMS,
+                    RECORD_RESULTS,
+                    GIVE_UP,
+                )
+            )
+        )
+
+
+QUERIES: dict[ItemKind, ItemQueries] = {
+    "campaign": ItemQueries.for_table("campaign_items"),
+    "autoresponder": ItemQueries.for_table("autoresponder_items"),
+}
 
 
 class OutboundSender:
@@ -118,16 +162,17 @@ class OutboundSender:
 
     async def handle_batch(self, batch: OutboundBatch, redelivered: bool) -> None:
         runtime = self.runtime
+        queries = QUERIES[batch.kind]
         ids = [email.item_id for email in batch.emails]
         if redelivered:
-            await runtime.pool.execute(RELEASE_IN_FLIGHT, ids)
-        suppressed = [r["id"] for r in await runtime.pool.fetch(SUPPRESS_ITEMS, ids)]
+            await runtime.pool.execute(queries.release_in_flight, ids)
+        suppressed = [r["id"] for r in await runtime.pool.fetch(queries.suppress, ids)]
         results = [DeliveryResult(item_id=i, status="suppressed") for i in suppressed]
         chunk = self._chunk_size()
         for start in range(0, len(batch.emails), chunk):
             part = batch.emails[start : start + chunk]
             part_ids = [e.item_id for e in part]
-            state = await runtime.pool.fetchrow(OPEN_ITEMS, part_ids, batch.campaign_id)
+            state = await runtime.pool.fetchrow(queries.open_items, part_ids, batch.campaign_id)
             assert state is not None
             if state["paused"]:
                 await self._hold(batch, start)
@@ -135,7 +180,7 @@ class OutboundSender:
             if not state["open_ids"]:
                 continue  # sent already, or skipped by a cancel: no tokens spent on them
             await self.limiter.take(len(state["open_ids"]), self.account.messages_per_second)
-            claimed = set(await runtime.pool.fetchval(CLAIM_ITEMS, part_ids, batch.campaign_id))
+            claimed = set(await runtime.pool.fetchval(queries.claim, part_ids, batch.campaign_id))
             if not claimed:
                 if await self._paused(batch):
                     await self._hold(batch, start)
@@ -144,7 +189,7 @@ class OutboundSender:
             sending = [e for e in part if e.item_id in claimed]
             outcomes = await self.smtp.send_all(sending)
             outcomes = await self._schedule_retries(batch, sending, outcomes)
-            await self._record(outcomes)
+            await self._record(batch.kind, outcomes)
             results.extend(
                 DeliveryResult(
                     item_id=o.item_id,
@@ -184,10 +229,11 @@ class OutboundSender:
                 continue
             tiers[delay].append(email.model_copy(update={"attempt": email.attempt + 1}))
             final.append(outcome)
+        priority = batch.kind == "autoresponder"  # back to the priority lane
         for delay, emails in tiers.items():
             await self.runtime.send_work(
                 OutboundBatch(kind=batch.kind, campaign_id=batch.campaign_id, emails=emails),
-                routing_key=f"retry.{delay}",
+                routing_key=self.runtime.topology.retry_routing_key(delay, priority),
             )
         return final
 
@@ -206,11 +252,11 @@ class OutboundSender:
         rest = batch.model_copy(update={"emails": batch.emails[start:]})
         await self.runtime.send_work(rest, routing_key=f"retry.{delay}")
 
-    async def _record(self, outcomes: list[Outcome]) -> None:
+    async def _record(self, kind: ItemKind, outcomes: list[Outcome]) -> None:
         if not outcomes:
             return
         await self.runtime.pool.execute(
-            RECORD_RESULTS,
+            QUERIES[kind].record,
             [o.item_id for o in outcomes],
             [o.status for o in outcomes],
             [o.smtp_code for o in outcomes],
@@ -221,8 +267,7 @@ class OutboundSender:
 
     async def give_up_batch(self, batch: OutboundBatch, reason: str) -> None:
         await self.runtime.pool.execute(
-            "UPDATE campaign_items SET status = 'failed', error = $2"
-            " WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry', 'sending')",
+            QUERIES[batch.kind].give_up,
             [e.item_id for e in batch.emails],
             f"could not be sent: {reason}"[:2000],
         )

@@ -25,6 +25,14 @@ def build(runtime: Runtime) -> Service:
     async def on_outbound_batch(message: RabbitMessage) -> None:
         await take(runtime, queue, message, OutboundBatch, process, sender.give_up_batch)
 
+    # the priority lane (autoresponders): its own queue and consumer, so it never waits
+    # behind a campaign's backlog
+    priority = runtime.topology.outbound_priority
+
+    @router.subscriber(priority, runtime.topology.work, ack_policy=AckPolicy.MANUAL)
+    async def on_priority_batch(message: RabbitMessage) -> None:
+        await take(runtime, priority, message, OutboundBatch, process, sender.give_up_batch)
+
     # settings.changed reloads at once; this catches a change whose event was missed
     reload = PeriodicTask("reload-smtp-account", 30.0, sender.reload_account)
     return Service(

@@ -1,0 +1,1 @@
+"""autoresponder: emails sent once per contact and trigger event, after a delay."""

@@ -1,0 +1,37 @@
+"""autoresponder: trigger events become items; due items go out on the priority lane."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
+from mailroom_common.events import AUTORESPONDER_TRIGGERS, ContactEvent, ContactSubscribed, Event
+from mailroom_common.intake import Rejected, take
+from mailroom_common.runtime import Runtime
+from mailroom_common.service import PeriodicTask, Service
+
+from mailroom_autoresponder.scheduler import Scheduler
+from mailroom_autoresponder.triggers import create_items
+
+# how often due items are looked for; an item due at once wakes the scheduler at once
+POLL_SECONDS = 1.0
+
+
+def build(runtime: Runtime) -> Service:
+    router = RabbitRouter()
+    queue = runtime.topology.autoresponder_triggers
+    scheduler = Scheduler(runtime)
+    due = PeriodicTask("autoresponder-due", POLL_SECONDS, scheduler.run_due)
+
+    async def process(event: Event, _: RabbitMessage) -> None:
+        if not isinstance(event, ContactSubscribed | ContactEvent):
+            raise Rejected(f"not a trigger event: {event.routing_key}")
+        _created, due_now = await create_items(runtime, event)
+        if due_now:
+            due.wake.set()
+
+    @router.subscriber(queue, runtime.topology.events, ack_policy=AckPolicy.MANUAL)
+    async def on_trigger(message: RabbitMessage) -> None:
+        await take(runtime, queue, message, AUTORESPONDER_TRIGGERS, process)
+
+    return Service("autoresponder", router, periodic=[due])

@@ -1,0 +1,1 @@
+"""bounce_processor: the Process Bounce Email Job (the IMAP bounce mailbox)."""

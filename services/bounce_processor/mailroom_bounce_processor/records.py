@@ -1,0 +1,257 @@
+"""The effects of one message, in one transaction: the processed-message row (the dedupe key),
+the bounce records, the items, the suppressions; or the unparsed record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from asyncpg.pool import Pool, PoolConnectionProxy
+from mailroom_common.bounces import BouncedRecipient
+from mailroom_common.bounces.models import COMPLAINT, DELAYED, FAILED, HARD, SOFT
+from mailroom_common.events import BounceDetected
+from mailroom_common.runtime_settings import BounceMailbox
+from mailroom_common.signing import Signer
+
+from mailroom_bounce_processor.matching import HEAD_BYTES, Analysis, item_header, signed_match
+from mailroom_bounce_processor.metrics import SUPPRESSIONS
+
+log = logging.getLogger(__name__)
+
+_REPLY_CODE = re.compile(r"\b([245]\d\d)\b")
+# items a bounce can change: the trigger allows sent/failed -> bounced (and bounced stays)
+BOUNCEABLE = ("sent", "failed", "bounced")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str  # bounce, not_bounce, unparsed, duplicate
+    events: tuple[BounceDetected, ...] = ()
+
+
+def _clean(text: str | None, limit: int = 2000) -> str | None:
+    return None if text is None else text.replace("\x00", "")[:limit]
+
+
+def _json(value: dict[str, str]) -> str:
+    return json.dumps({k.replace("\x00", ""): _clean(v) for k, v in value.items()})
+
+
+async def _item(conn: PoolConnectionProxy, item_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT id, campaign_id, lower(email) AS email, status FROM campaign_items WHERE id = $1",
+        item_id,
+    )
+    return dict(row) if row else None
+
+
+async def _latest_item(conn: PoolConnectionProxy, email: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT id, campaign_id, lower(email) AS email, status FROM campaign_items"
+        " WHERE lower(email) = $1 AND status = ANY($2::text[])"
+        " ORDER BY sent_at DESC NULLS LAST, id DESC LIMIT 1",
+        email,
+        list(BOUNCEABLE),
+    )
+    return dict(row) if row else None
+
+
+async def _suppress(conn: PoolConnectionProxy, email: str, reason: str, detail: str) -> None:
+    inserted = await conn.fetchval(
+        "INSERT INTO suppressions (email, reason, detail) VALUES ($1, $2, $3)"
+        " ON CONFLICT (email) DO NOTHING RETURNING email",
+        email,
+        reason,
+        detail[:500],
+    )
+    if inserted is not None:
+        SUPPRESSIONS.labels(reason).inc()
+
+
+class Recorder:
+    def __init__(self, pool: Pool, signer: Signer) -> None:
+        self.pool = pool
+        self.signer = signer
+
+    async def record(self, raw: bytes, analysis: Analysis, mailbox: BounceMailbox) -> Outcome:
+        report = analysis.report
+        if analysis.unreadable is not None:
+            return await self.record_unparsed(raw, analysis, analysis.unreadable)
+        bounce = report.is_bounce or report.kind == COMPLAINT
+        outcome = "bounce" if bounce else "not_bounce"
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await self._claim(conn, analysis, outcome):
+                return Outcome("duplicate")
+            if not bounce:
+                return Outcome(outcome)
+            events = await self._bounces(conn, raw, analysis, mailbox)
+        return Outcome(outcome, tuple(events))
+
+    async def record_unparsed(self, raw: bytes, analysis: Analysis, reason: str) -> Outcome:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await self._claim(conn, analysis, "unparsed"):
+                return Outcome("duplicate")
+            await conn.execute(
+                "INSERT INTO unparsed_messages (digest, size, head, headers, reason)"
+                " VALUES ($1, $2, $3, $4::jsonb, $5)",
+                analysis.digest,
+                analysis.size,
+                raw[:HEAD_BYTES],
+                _json(analysis.headers),
+                _clean(reason, 1000),
+            )
+        return Outcome("unparsed")
+
+    async def _claim(self, conn: PoolConnectionProxy, analysis: Analysis, outcome: str) -> bool:
+        digest = await conn.fetchval(
+            "INSERT INTO processed_messages (digest, outcome, size) VALUES ($1, $2, $3)"
+            " ON CONFLICT (digest) DO NOTHING RETURNING digest",
+            analysis.digest,
+            outcome,
+            analysis.size,
+        )
+        return digest is not None
+
+    async def _bounces(
+        self, conn: PoolConnectionProxy, raw: bytes, analysis: Analysis, mailbox: BounceMailbox
+    ) -> list[BounceDetected]:
+        report = analysis.report
+        signed = signed_match(report, raw, self.signer)
+        signed_item = await _item(conn, signed.item_id) if signed else None
+        header_item_id = item_header(report)
+        header_item = await _item(conn, header_item_id) if header_item_id else None
+        recipients = list(report.recipients)
+        if not recipients and signed_item is not None:
+            recipients = [
+                BouncedRecipient(
+                    signed_item["email"], report.action, report.status, None, report.kind
+                )
+            ]
+        headers = {
+            **analysis.headers,
+            **{f"original {k}": v for k, v in report.original_headers.items()},
+        }
+        events: list[BounceDetected] = []
+        for recipient in recipients:
+            email = recipient.address.lower()
+            item: dict[str, Any] | None = None
+            matched_by: str | None = None
+            if signed_item is not None and (signed_item["email"] == email or len(recipients) == 1):
+                item, matched_by = signed_item, signed.matched_by if signed else None
+            elif header_item is not None and header_item["email"] == email:
+                item, matched_by = header_item, "item_header"
+            else:
+                item = await _latest_item(conn, email)
+                matched_by = "recipient" if item else None
+            if item is not None:
+                email = item["email"]
+            events.append(
+                await self._one(
+                    conn, analysis, recipient, email, item, matched_by, headers, mailbox
+                )
+            )
+        return events
+
+    async def _one(
+        self,
+        conn: PoolConnectionProxy,
+        analysis: Analysis,
+        recipient: BouncedRecipient,
+        email: str,
+        item: dict[str, Any] | None,
+        matched_by: str | None,
+        headers: dict[str, str],
+        mailbox: BounceMailbox,
+    ) -> BounceDetected:
+        report = analysis.report
+        status = recipient.status or report.status
+        if report.kind == COMPLAINT:
+            kind, action = COMPLAINT, None
+        else:
+            found = recipient.kind or report.kind
+            kind = (
+                found
+                if found in (HARD, SOFT)
+                else (HARD if status and status.startswith("5") else SOFT)
+            )
+            action = recipient.action or report.action
+            if action not in (FAILED, DELAYED):
+                action = FAILED
+        diagnostic = _clean(recipient.diagnostic)
+        # a warning (delayed) changes nothing: the server is still trying
+        final = action != DELAYED
+        if item is not None and final and kind in (HARD, SOFT):
+            code = _REPLY_CODE.search(diagnostic or "")
+            await conn.execute(
+                "UPDATE campaign_items SET status = 'bounced',"
+                " bounce_kind = CASE WHEN status = 'bounced' AND bounce_kind = 'hard'"
+                "   THEN 'hard' ELSE $2 END,"
+                " smtp_code = COALESCE($3, smtp_code), smtp_reply = COALESCE($4, smtp_reply),"
+                " error = $5"
+                " WHERE id = $1 AND status = ANY($6::text[])",
+                item["id"],
+                kind,
+                int(code.group(1)) if code else None,
+                diagnostic,
+                _clean(f"bounced ({kind}): {status or 'no status'} {diagnostic or ''}".strip()),
+                list(BOUNCEABLE),
+            )
+        await conn.execute(
+            "INSERT INTO bounces (item_id, campaign_id, email, kind, action, status, diagnostic,"
+            " matched_by, digest, headers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)",
+            item["id"] if item else None,
+            item["campaign_id"] if item else None,
+            email,
+            kind,
+            action,
+            _clean(status, 20),
+            diagnostic,
+            matched_by,
+            analysis.digest,
+            _json(headers),
+        )
+        # only a bounce matched to an email we sent suppresses: a forged bounce naming any
+        # address cannot silence it
+        if item is not None and final:
+            if kind == HARD:
+                await _suppress(conn, email, "hard_bounce", f"{status or ''} {diagnostic or ''}")
+            elif kind == COMPLAINT:
+                await _suppress(conn, email, "complaint", "feedback report (ARF)")
+            else:
+                soft = await conn.fetchval(
+                    "SELECT count(*) FROM bounces WHERE lower(email) = $1 AND kind = 'soft'"
+                    " AND action = 'failed' AND item_id IS NOT NULL"
+                    " AND received_at > now() - make_interval(days => $2)",
+                    email,
+                    mailbox.soft_bounce_window_days,
+                )
+                if soft >= mailbox.soft_bounce_threshold:
+                    await _suppress(
+                        conn,
+                        email,
+                        "soft_bounces",
+                        f"{soft} soft bounces within {mailbox.soft_bounce_window_days} days",
+                    )
+        suppressed = bool(
+            await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM suppressions WHERE email = $1)", email
+            )
+        )
+        if suppressed:
+            await conn.execute(
+                "UPDATE bounces SET suppressed = true WHERE digest = $1 AND email = $2",
+                analysis.digest,
+                email,
+            )
+        return BounceDetected(
+            item_id=item["id"] if item else None,
+            campaign_id=item["campaign_id"] if item else None,
+            email=email,
+            kind=kind,
+            action=action,
+            status=status,
+            suppressed=suppressed,
+        )
