@@ -16,7 +16,7 @@ demo: install
 	.venv/bin/mailroom demo
 
 test: install
-	$(PYTHON) -m pytest -ra
+	$(PYTHON) -m pytest -rfEsxXP
 
 test-unit: install
 	$(PYTHON) -m pytest -ra tests/unit

@@ -473,6 +473,13 @@ def test_corpus_scores() -> None:
     if not (CORPUS / "README.md").is_file():
         pytest.skip(f"bounce corpus not found at {CORPUS}")
     scorer = _load_scorer()
-    overall = scorer.total(scorer.score_corpus(CORPUS))
+    per_source = scorer.score_corpus(CORPUS)
+    overall = scorer.total(per_source)
     shares = {m: overall.figures[m].share for m in scorer.METRICS}
+    print("\nbounce parser on the shared corpus:")
+    for source in [*per_source, overall]:
+        figures = ", ".join(
+            f"{m} {source.figures[m].share:.1%}" for m in scorer.METRICS if source.figures[m].total
+        )
+        print(f"  {source.name}: {figures}")
     assert all(share >= 0.97 for share in shares.values()), shares
