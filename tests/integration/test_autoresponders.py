@@ -13,75 +13,29 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from mailroom_common.events import ContactEvent, ContactSubscribed, Event
+from mailroom_common.events import ContactEvent, ContactSubscribed
 from mailroom_common.signing import Signer
 
 from mailroom.autoresponders import (
-    NewAutoresponder,
-    TriggerKind,
-    announce_events,
-    create_autoresponder,
     set_enabled,
 )
 from mailroom.contacts_import import import_contacts
+from tests.support.autoresponders import (
+    HTML,
+    make_autoresponder,
+    make_contact,
+    make_list,
+    received_by,
+    trigger,
+)
 from tests.support.environment import ROOT, Installation, wait_for
 from tests.support.scenario import launched_campaign, pool_of, received_count, smtp_received
-from tests.support.seed import add_contacts, use_smtp_server
+from tests.support.seed import use_smtp_server
 from tests.support.smtp import Received, SmtpServer
 
 pytestmark = pytest.mark.integration
 
-HTML = "<html><body><p>Welcome {{ contact.first_name }}!</p></body></html>"
 VERP = re.compile(r"^bounces\+(a\d+)-([a-z2-7]+)@bounces\.mailroom\.test$")
-
-
-async def make_list(pool: asyncpg.Pool, name: str) -> int:
-    list_id: int = await pool.fetchval("INSERT INTO lists (name) VALUES ($1) RETURNING id", name)
-    return list_id
-
-
-async def make_contact(
-    pool: asyncpg.Pool, address: str, list_id: int, status: str = "subscribed"
-) -> int:
-    async with pool.acquire() as conn, conn.transaction():
-        await add_contacts(conn, [(address, "Ann", "Lee")], list_id, status=status)
-    contact_id: int = await pool.fetchval("SELECT id FROM contacts WHERE email = $1", address)
-    return contact_id
-
-
-async def make_autoresponder(
-    install: Installation,
-    name: str,
-    *,
-    trigger: TriggerKind = "contact.subscribed",
-    list_name: str | None = None,
-    event_type: str | None = None,
-    delay_seconds: int = 0,
-    enabled: bool = True,
-) -> int:
-    return await create_autoresponder(
-        pool_of(install),
-        NewAutoresponder(
-            name=name,
-            trigger=trigger,
-            subject=f"{name} for {{{{ contact.first_name }}}}",
-            html_template=HTML,
-            list_name=list_name,
-            event_type=event_type,
-            delay_seconds=delay_seconds,
-            enabled=enabled,
-        ),
-        install.settings,
-    )
-
-
-async def trigger(install: Installation, *events: Event) -> None:
-    await announce_events(install.settings, events)
-
-
-def received_by(smtp: SmtpServer, address: str) -> list[Received]:
-    with smtp.handler.lock:
-        return [r for r in smtp.handler.received if any(address in t for t in r.recipients)]
 
 
 def check_autoresponder_message(

@@ -12,12 +12,21 @@ import aio_pika
 import httpx
 import pytest
 from mailroom_common.broker import Topology
+from mailroom_common.events import ContactSubscribed
 from mailroom_common.runtime_settings import BounceMailbox
 
 from tests.support import bounce_messages as bm
+from tests.support.autoresponders import (
+    make_autoresponder,
+    make_contact,
+    make_list,
+    received_by,
+    trigger,
+)
 from tests.support.dovecot import PASSWORD, USER, Dovecot, running_dovecot
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.scenario import campaign_reaches, change_settings, launched_campaign, pool_of
+from tests.support.seed import use_smtp_server
 from tests.support.smtp import Received, SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -308,3 +317,43 @@ async def test_malformed_messages_are_kept_as_unparsed_and_deleted(
     metrics = metrics_of(process)
     assert 'mailroom_bounce_messages_total{outcome="unparsed"} 4.0' in metrics
     assert process.poll() is None
+
+
+async def test_an_autoresponder_email_bouncing_is_recorded_against_its_item(
+    installation: Installation, smtp_server: SmtpServer, dovecot: Dovecot
+) -> None:
+    pool = pool_of(installation)
+    await use_smtp_server(pool, smtp_server.port)
+    welcome = await make_list(pool, "welcome")
+    await make_autoresponder(installation, "Welcome", list_name="welcome")
+    contact_id = await make_contact(pool, "gone@welcome.example.net", welcome)
+    installation.start_services()
+    await trigger(
+        installation,
+        ContactSubscribed(contact_id=contact_id, list_id=welcome, event_id="bounce-1"),
+    )
+
+    async def sent() -> bool:
+        return bool(received_by(smtp_server, "gone@welcome.example.net"))
+
+    await wait_for(sent, 60, "the autoresponder email")
+    email = received_by(smtp_server, "gone@welcome.example.net")[0]
+    assert email.envelope_from.startswith("bounces+a")
+
+    await dovecot.append(bm.dsn(email.envelope_from, "gone@welcome.example.net"))
+    await change_settings(installation, mailbox(dovecot))
+    await mailbox_drained(installation, dovecot, 1)
+
+    item = await pool.fetchrow(
+        "SELECT status, bounce_kind FROM autoresponder_items WHERE contact_id = $1", contact_id
+    )
+    assert item is not None and (item["status"], item["bounce_kind"]) == ("bounced", "hard")
+    bounce = await pool.fetchrow("SELECT item_id, autoresponder_item_id, matched_by FROM bounces")
+    assert bounce is not None and bounce["item_id"] is None
+    assert bounce["autoresponder_item_id"] is not None and bounce["matched_by"] == "verp"
+    assert (
+        await pool.fetchval(
+            "SELECT reason FROM suppressions WHERE email = 'gone@welcome.example.net'"
+        )
+        == "hard_bounce"
+    )

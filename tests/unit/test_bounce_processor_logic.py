@@ -46,7 +46,7 @@ def test_signed_evidence_names_the_item() -> None:
     verp = signer.verp_address("42", "bounces.mailroom.test")
     report = analyse(bm.dsn(verp, "someone@example.net")).report
     match = signed_match(report, bm.dsn(verp, "someone@example.net"), signer)
-    assert match is not None and (match.item_id, match.matched_by) == (42, "verp")
+    assert match is not None and (match.item_ref, match.matched_by) == ("42", "verp")
     forged = verp.replace("bounces+42-", "bounces+43-")
     forged_raw = bm.dsn(forged, "x@example.net")
     assert signed_match(analyse(forged_raw).report, forged_raw, signer) is None
@@ -56,7 +56,11 @@ def test_signed_evidence_names_the_item() -> None:
     ).encode()
     raw = bm.dsn("postmaster@mailroom.test", "someone@example.net", original=original)
     match = signed_match(analyse(raw).report, raw, signer)
-    assert match is not None and (match.item_id, match.matched_by) == (42, "message_id")
+    assert match is not None and (match.item_ref, match.matched_by) == ("42", "message_id")
+    autoresponder_verp = signer.verp_address("a7", "bounces.mailroom.test")
+    raw = bm.dsn(autoresponder_verp, "someone@example.net")
+    match = signed_match(analyse(raw).report, raw, signer)
+    assert match is not None and (match.item_ref, match.matched_by) == ("a7", "verp")
 
 
 def test_malformed_messages_are_unreadable_not_errors() -> None:

@@ -144,6 +144,9 @@ class ContactUnsubscribed(Event):
 class BounceDetected(Event):
     routing_key: ClassVar[str] = "bounce.detected"
     item_id: int | None = Field(description="The campaign item it was matched to, if any.")
+    autoresponder_item_id: int | None = Field(
+        default=None, description="The autoresponder item it was matched to, if any."
+    )
     campaign_id: int | None = None
     email: str = Field(description="The recipient that bounced or complained (lower-cased).")
     kind: Literal["hard", "soft", "complaint"]

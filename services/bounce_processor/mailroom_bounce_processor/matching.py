@@ -25,13 +25,15 @@ HEAD_BYTES = 16 * 1024
 """How much of an unparsed message is kept for a person to look at."""
 
 _ENVELOPE_HEADERS = ("x-original-to", "delivered-to", "envelope-to", "x-envelope-to", "to")
-_MESSAGE_ID = re.compile(r"<?(c\d+)\.(\d+)\.([A-Za-z0-9_-]+)@([^<>\s]+?)>?$")
+_MESSAGE_ID = re.compile(r"<?([ca]\d+)\.(a?\d+)\.([A-Za-z0-9_-]+)@([^<>\s]+?)>?$")
+# an item reference: "123" (a campaign item) or "a123" (an autoresponder item)
+_ITEM_REF = re.compile(r"^a?\d+$")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass(frozen=True)
 class SignedMatch:
-    item_id: int
+    item_ref: str
     matched_by: Literal["verp", "message_id"]
 
 
@@ -86,23 +88,23 @@ def signed_match(report: BounceReport, raw: bytes, signer: Signer) -> SignedMatc
     candidates += envelope_addresses(raw)
     for address in candidates:
         ref = signer.verify_verp_address(address)
-        if ref is not None and ref.isdigit():
-            return SignedMatch(int(ref), "verp")
+        if ref is not None and _ITEM_REF.match(ref):
+            return SignedMatch(ref, "verp")
     message_id = report.original_message_id or report.original_headers.get("Message-ID")
     if message_id:
         match = _MESSAGE_ID.match(message_id.strip())
         if match:
             source, item, _tag, domain = match.groups()
             if signer.message_id(item, source, domain) == f"<{match.group(0).strip('<>')}>":
-                return SignedMatch(int(item), "message_id")
+                return SignedMatch(item, "message_id")
     return None
 
 
-def item_header(report: BounceReport) -> int | None:
+def item_header(report: BounceReport) -> str | None:
     """X-Mailroom-Item of the returned original (unsigned: trusted only with the address)."""
     for name, value in report.original_headers.items():
-        if name.lower() == "x-mailroom-item" and value.strip().isdigit():
-            return int(value.strip())
+        if name.lower() == "x-mailroom-item" and _ITEM_REF.match(value.strip()):
+            return value.strip()
     return None
 
 
@@ -182,5 +184,8 @@ def describe(name: str, raw: bytes, signer: Signer) -> dict[str, Any]:
         "kind": report.kind,
         "action": report.action,
         "status": report.status,
-        "item_id": match.item_id if match else None,
+        # a campaign item as a number, an autoresponder item as "a<id>"
+        "item_id": (int(match.item_ref) if match.item_ref.isdigit() else match.item_ref)
+        if match
+        else None,
     }

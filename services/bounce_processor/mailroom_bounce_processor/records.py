@@ -40,18 +40,28 @@ def _json(value: dict[str, str]) -> str:
     return json.dumps({k.replace("\x00", ""): _clean(v) for k, v in value.items()})
 
 
-async def _item(conn: PoolConnectionProxy, item_id: int) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        "SELECT id, campaign_id, lower(email) AS email, status FROM campaign_items WHERE id = $1",
-        item_id,
-    )
+# An item is a campaign item or an autoresponder item ("a<id>"); `item_table` says which.
+CAMPAIGN_ITEM = (
+    "SELECT id, lower(email) AS email, status, sent_at, campaign_id,"
+    " 'campaign_items' AS item_table FROM campaign_items"
+)
+AUTORESPONDER_ITEM = (
+    "SELECT id, lower(email) AS email, status, sent_at, NULL::bigint AS campaign_id,"
+    " 'autoresponder_items' AS item_table FROM autoresponder_items"
+)
+
+
+async def _item(conn: PoolConnectionProxy, item_ref: str) -> dict[str, Any] | None:
+    query = AUTORESPONDER_ITEM if item_ref.startswith("a") else CAMPAIGN_ITEM
+    row = await conn.fetchrow(f"{query} WHERE id = $1", int(item_ref.removeprefix("a")))
     return dict(row) if row else None
 
 
 async def _latest_item(conn: PoolConnectionProxy, email: str) -> dict[str, Any] | None:
+    """The most recent email sent to the address, campaign or autoresponder."""
+    where = " WHERE lower(email) = $1 AND status = ANY($2::text[])"
     row = await conn.fetchrow(
-        "SELECT id, campaign_id, lower(email) AS email, status FROM campaign_items"
-        " WHERE lower(email) = $1 AND status = ANY($2::text[])"
+        f"SELECT * FROM ({CAMPAIGN_ITEM}{where} UNION ALL {AUTORESPONDER_ITEM}{where}) AS sent"
         " ORDER BY sent_at DESC NULLS LAST, id DESC LIMIT 1",
         email,
         list(BOUNCEABLE),
@@ -120,9 +130,9 @@ class Recorder:
     ) -> list[BounceDetected]:
         report = analysis.report
         signed = signed_match(report, raw, self.signer)
-        signed_item = await _item(conn, signed.item_id) if signed else None
-        header_item_id = item_header(report)
-        header_item = await _item(conn, header_item_id) if header_item_id else None
+        signed_item = await _item(conn, signed.item_ref) if signed else None
+        header_ref = item_header(report)
+        header_item = await _item(conn, header_ref) if header_ref else None
         recipients = list(report.recipients)
         if not recipients and signed_item is not None:
             recipients = [
@@ -186,7 +196,7 @@ class Recorder:
         if item is not None and final and kind in (HARD, SOFT):
             code = _REPLY_CODE.search(diagnostic or "")
             await conn.execute(
-                "UPDATE campaign_items SET status = 'bounced',"
+                f"UPDATE {item['item_table']} SET status = 'bounced',"
                 " bounce_kind = CASE WHEN status = 'bounced' AND bounce_kind = 'hard'"
                 "   THEN 'hard' ELSE $2 END,"
                 " smtp_code = COALESCE($3, smtp_code), smtp_reply = COALESCE($4, smtp_reply),"
@@ -201,8 +211,9 @@ class Recorder:
             )
         await conn.execute(
             "INSERT INTO bounces (item_id, campaign_id, email, kind, action, status, diagnostic,"
-            " matched_by, digest, headers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)",
-            item["id"] if item else None,
+            " matched_by, digest, headers, autoresponder_item_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)",
+            item["id"] if item and item["item_table"] == "campaign_items" else None,
             item["campaign_id"] if item else None,
             email,
             kind,
@@ -212,6 +223,7 @@ class Recorder:
             matched_by,
             analysis.digest,
             _json(headers),
+            item["id"] if item and item["item_table"] == "autoresponder_items" else None,
         )
         # only a bounce matched to an email we sent suppresses: a forged bounce naming any
         # address cannot silence it
@@ -223,7 +235,8 @@ class Recorder:
             else:
                 soft = await conn.fetchval(
                     "SELECT count(*) FROM bounces WHERE lower(email) = $1 AND kind = 'soft'"
-                    " AND action = 'failed' AND item_id IS NOT NULL"
+                    " AND action = 'failed'"
+                    " AND (item_id IS NOT NULL OR autoresponder_item_id IS NOT NULL)"
                     " AND received_at > now() - make_interval(days => $2)",
                     email,
                     mailbox.soft_bounce_window_days,
@@ -247,7 +260,10 @@ class Recorder:
                 email,
             )
         return BounceDetected(
-            item_id=item["id"] if item else None,
+            item_id=item["id"] if item and item["item_table"] == "campaign_items" else None,
+            autoresponder_item_id=(
+                item["id"] if item and item["item_table"] == "autoresponder_items" else None
+            ),
             campaign_id=item["campaign_id"] if item else None,
             email=email,
             kind=kind,
