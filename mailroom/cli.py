@@ -27,6 +27,7 @@ from rich.table import Table
 from mailroom import campaigns
 from mailroom.autoresponder_cli import autoresponder_app
 from mailroom.contacts_import import import_contacts
+from mailroom.contacts_subscribe import subscribe_contact
 from mailroom.services import SERVICES
 
 app = typer.Typer(
@@ -95,6 +96,35 @@ def migrate() -> None:
     """Create the database if missing and apply pending migrations (safe to run concurrently)."""
     applied = _run(apply_migrations(Settings().database_url))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@contacts_app.command("subscribe")
+def contacts_subscribe(
+    email: Annotated[str, typer.Argument(help="The address to subscribe.")],
+    list_name: Annotated[str, typer.Option("--list", help="The list.")],
+    first_name: Annotated[str, typer.Option(help="First name of a new contact.")] = "",
+    last_name: Annotated[str, typer.Option(help="Last name of a new contact.")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Subscribe one contact to a list (announced as contact.subscribed: autoresponders)."""
+    settings = Settings()
+    try:
+        result = _run(
+            _with_pool(
+                settings,
+                lambda pool: subscribe_contact(
+                    pool, settings, email, list_name, first_name, last_name
+                ),
+            )
+        )
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    if as_json:
+        console.print_json(json.dumps(result.__dict__))
+    elif result.newly_subscribed:
+        console.print(f"subscribed contact {result.contact_id} to {list_name}")
+    else:
+        console.print(f"contact {result.contact_id} was subscribed to {list_name} already")
 
 
 @contacts_app.command("import")

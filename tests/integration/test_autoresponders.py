@@ -216,7 +216,7 @@ async def test_autoresponder_sends_once_and_never_when_it_should_not(
 async def _mailroom(install: Installation, *args: str | Path) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "mailroom", "autoresponder", *map(str, args)],
+        [sys.executable, "-m", "mailroom", *map(str, args)],
         env={**os.environ, **install.env},
         cwd=ROOT,
         capture_output=True,
@@ -234,13 +234,15 @@ async def test_autoresponder_cli(installation: Installation, tmp_path: Path) -> 
     broken.write_text("<p>{{ contact.first_name </p>")
 
     created = await _mailroom(
-        installation, "create", "--name", "Welcome", "--subject", "Hi", "--html", html,
+        installation, "autoresponder", "create", "--name", "Welcome", "--subject", "Hi",
+        "--html", html,
         "--list", "welcome", "--delay", "2h", "--json",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     welcome_id = json.loads(created.stdout)["id"]
     event = await _mailroom(
-        installation, "create", "--name", "Thanks", "--subject", "Thanks", "--html", html,
+        installation, "autoresponder", "create", "--name", "Thanks", "--subject", "Thanks",
+        "--html", html,
         "--trigger", "contact.event", "--event-type", "signup", "--disabled",
     )  # fmt: skip
     assert event.returncode == 0, event.stderr
@@ -250,14 +252,16 @@ async def test_autoresponder_cli(installation: Installation, tmp_path: Path) -> 
         ("--trigger", "contact.event"),
         ("--delay", "soon", "--list", "welcome"),
     ):
-        args = ("create", "--name", "Bad", "--subject", "x", "--html", html, *bad)
+        args = ("autoresponder", "create", "--name", "Bad", "--subject", "x", "--html", html, *bad)
         failed = await _mailroom(installation, *args)
         assert failed.returncode == 2 and "error:" in failed.stderr, (bad, failed.stderr)
 
-    assert (await _mailroom(installation, "disable", welcome_id)).returncode == 0
-    assert (await _mailroom(installation, "enable", str(welcome_id + 1))).returncode == 0
-    assert (await _mailroom(installation, "enable", "999")).returncode == 2
-    listed = await _mailroom(installation, "list", "--json")
+    assert (await _mailroom(installation, "autoresponder", "disable", welcome_id)).returncode == 0
+    assert (
+        await _mailroom(installation, "autoresponder", "enable", str(welcome_id + 1))
+    ).returncode == 0
+    assert (await _mailroom(installation, "autoresponder", "enable", "999")).returncode == 2
+    listed = await _mailroom(installation, "autoresponder", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert (
@@ -265,7 +269,7 @@ async def test_autoresponder_cli(installation: Installation, tmp_path: Path) -> 
     )
     assert rows["Welcome"]["delay_seconds"] == 7200 and not rows["Welcome"]["enabled"]
     assert rows["Thanks"]["event_type"] == "signup" and rows["Thanks"]["enabled"]
-    table = await _mailroom(installation, "list")
+    table = await _mailroom(installation, "autoresponder", "list")
     assert table.returncode == 0 and "Welcome" in table.stdout
 
 
@@ -295,3 +299,29 @@ async def test_autoresponder_retries_stay_on_the_priority_lane(
     await wait_for(
         lambda: _item_status_is(pool, row["id"], "sent"), 10, "the retried item to be sent"
     )
+
+
+async def test_contacts_subscribe_triggers_the_welcome_once(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = pool_of(installation)
+    await use_smtp_server(pool, smtp_server.port)
+    await make_list(pool, "welcome")
+    await make_autoresponder(installation, "Welcome", list_name="welcome")
+    installation.start_services()
+
+    args = ("contacts", "subscribe", "new.reader@example.com", "--list", "welcome")
+    first = await _mailroom(installation, *args, "--first-name", "Ann", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["newly_subscribed"] is True
+
+    async def welcomed() -> bool:
+        return bool(received_by(smtp_server, "new.reader@example.com"))
+
+    await wait_for(welcomed, 60, "the welcome email")
+    again = await _mailroom(installation, *args, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["newly_subscribed"] is False
+    bad = await _mailroom(installation, "contacts", "subscribe", "not-an-address", "--list", "x")
+    assert bad.returncode == 2 and "invalid email" in bad.stderr
+    await asyncio.sleep(2)
+    assert len(received_by(smtp_server, "new.reader@example.com")) == 1
