@@ -18,7 +18,8 @@ from asyncpg.pool import PoolConnectionProxy
 from mailroom_common.broker import PRIORITY_ROUTING_KEY
 from mailroom_common.events import OutboundBatch, OutboundEmail
 from mailroom_common.metrics import EMAILS_RENDERED, RENDER_FAILURES
-from mailroom_common.rendering import CompiledMessage, Recipient, RecipientProblem, TemplateProblem
+from mailroom_common.outbound import render_outbound
+from mailroom_common.rendering import CompiledMessage, RecipientProblem, TemplateProblem
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import MarketingSettings, SmtpAccount
 
@@ -142,38 +143,20 @@ class Scheduler:
                 RENDER_FAILURES.labels("autoresponder").inc()
                 closed[row["id"]] = ("failed", f"template problem: {problem}"[:2000])
                 continue
-            item_ref = f"a{row['id']}"
-            source = f"a{definition['id']}"
-            unsubscribe = signer.link_token(row["contact_id"], source, "unsubscribe")
-            manage = signer.link_token(row["contact_id"], source, "manage")
-            fields: dict[str, Any] = dict(row["attributes"] or {})
-            fields.update(
-                email=row["email"], first_name=row["first_name"], last_name=row["last_name"]
-            )
-            unsubscribe_url = f"{base_url}/unsubscribe/{unsubscribe}"
-            recipient = Recipient(
-                email=row["email"],
-                name=f"{row['first_name']} {row['last_name']}".strip(),
-                fields=fields,
-                message_id=signer.message_id(item_ref, source, settings.message_id_domain),
-                unsubscribe_url=unsubscribe_url,
-                manage_url=f"{base_url}/preferences/{manage}",
-                one_click_url=unsubscribe_url,
-                extra_headers=(("X-Mailroom-Item", item_ref),),
-            )
             try:
-                message = compiled.render(recipient)
+                email = render_outbound(
+                    compiled,
+                    row,
+                    item_ref=f"a{row['id']}",
+                    source=f"a{definition['id']}",
+                    base_url=base_url,
+                    signer=signer,
+                    settings=settings,
+                )
             except RecipientProblem as problem:
                 RENDER_FAILURES.labels("recipient").inc()
                 closed[row["id"]] = ("failed", f"rendering failed: {problem}"[:2000])
                 continue
-            emails.append(
-                OutboundEmail(
-                    item_id=row["id"],
-                    recipient=row["email"],
-                    envelope_from=signer.verp_address(item_ref, settings.bounce_domain),
-                    message=message.decode("ascii"),
-                )
-            )
+            emails.append(email)
         EMAILS_RENDERED.labels("autoresponder").inc(len(emails))
         return emails

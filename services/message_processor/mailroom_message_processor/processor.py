@@ -8,7 +8,6 @@ batch published twice is harmless: the sender claims each item once).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from asyncpg import Record
 from mailroom_common.events import (
@@ -21,7 +20,8 @@ from mailroom_common.events import (
 )
 from mailroom_common.intake import Rejected
 from mailroom_common.metrics import EMAILS_RENDERED, RENDER_FAILURES
-from mailroom_common.rendering import CompiledMessage, Recipient, RecipientProblem, TemplateProblem
+from mailroom_common.outbound import render_outbound
+from mailroom_common.rendering import CompiledMessage, RecipientProblem, TemplateProblem
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import MarketingSettings
 
@@ -122,38 +122,21 @@ class MessageProcessor:
         emails: list[OutboundEmail] = []
         failures: dict[int, str] = {}
         for row in rows:
-            item_ref = str(row["id"])
-            unsubscribe = signer.link_token(row["contact_id"], source, "unsubscribe")
-            manage = signer.link_token(row["contact_id"], source, "manage")
-            fields: dict[str, Any] = dict(row["attributes"] or {})
-            fields.update(
-                email=row["email"], first_name=row["first_name"], last_name=row["last_name"]
-            )
-            unsubscribe_url = f"{base_url}/unsubscribe/{unsubscribe}"
-            recipient = Recipient(
-                email=row["email"],
-                name=f"{row['first_name']} {row['last_name']}".strip(),
-                fields=fields,
-                message_id=signer.message_id(item_ref, source, settings.message_id_domain),
-                unsubscribe_url=unsubscribe_url,
-                manage_url=f"{base_url}/preferences/{manage}",
-                one_click_url=unsubscribe_url,
-                extra_headers=(("X-Mailroom-Item", item_ref),),
-            )
             try:
-                message = compiled.render(recipient)
+                email = render_outbound(
+                    compiled,
+                    row,
+                    item_ref=str(row["id"]),
+                    source=source,
+                    base_url=base_url,
+                    signer=signer,
+                    settings=settings,
+                )
             except RecipientProblem as problem:
                 RENDER_FAILURES.labels("recipient").inc()
                 failures[row["id"]] = f"rendering failed: {problem}"
                 continue
-            emails.append(
-                OutboundEmail(
-                    item_id=row["id"],
-                    recipient=row["email"],
-                    envelope_from=signer.verp_address(item_ref, settings.bounce_domain),
-                    message=message.decode("ascii"),
-                )
-            )
+            emails.append(email)
         EMAILS_RENDERED.labels("campaign").inc(len(emails))
         return emails, failures
 
