@@ -118,10 +118,12 @@ RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     )
 $$;
 
-CREATE FUNCTION campaign_items_check_transition() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Shared by every table of items (campaign items, autoresponder items).
+CREATE FUNCTION item_status_check_transition() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT campaign_item_transition_allowed(OLD.status, NEW.status) THEN
-        RAISE EXCEPTION 'campaign item %: status % -> % is not allowed', OLD.id, OLD.status, NEW.status
+        RAISE EXCEPTION '% %: status % -> % is not allowed',
+            TG_TABLE_NAME, OLD.id, OLD.status, NEW.status
             USING ERRCODE = 'check_violation';
     END IF;
     NEW.updated_at := now();
@@ -131,7 +133,7 @@ $$;
 
 CREATE TRIGGER campaign_items_transition BEFORE UPDATE OF status ON campaign_items
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION campaign_items_check_transition();
+    EXECUTE FUNCTION item_status_check_transition();
 
 -- Runtime settings owned by the config service: one row per group (smtp, marketing, bounce).
 CREATE TABLE settings (

@@ -53,17 +53,6 @@ CREATE INDEX autoresponder_items_due ON autoresponder_items (due_at) WHERE statu
 CREATE INDEX autoresponder_items_email ON autoresponder_items (lower(email), sent_at DESC);
 
 -- The same state machine as campaign items.
-CREATE FUNCTION autoresponder_items_check_transition() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NOT campaign_item_transition_allowed(OLD.status, NEW.status) THEN
-        RAISE EXCEPTION 'autoresponder item %: status % -> % is not allowed', OLD.id, OLD.status, NEW.status
-            USING ERRCODE = 'check_violation';
-    END IF;
-    NEW.updated_at := now();
-    RETURN NEW;
-END
-$$;
-
 CREATE TRIGGER autoresponder_items_transition BEFORE UPDATE OF status ON autoresponder_items
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION autoresponder_items_check_transition();
+    EXECUTE FUNCTION item_status_check_transition();
