@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +25,8 @@ from tests.support.autoresponders import (
     received_by,
     trigger,
 )
-from tests.support.environment import ROOT, Installation, wait_for
+from tests.support.cli import run_mailroom
+from tests.support.environment import Installation, wait_for
 from tests.support.scenario import launched_campaign, pool_of, received_count, smtp_received
 from tests.support.seed import use_smtp_server
 from tests.support.smtp import Received, SmtpServer
@@ -213,18 +211,6 @@ async def test_autoresponder_sends_once_and_never_when_it_should_not(
     assert smtp_server.handler.recipients() == {"alice@example.com": 2, "ann@example.org": 1}
 
 
-async def _mailroom(install: Installation, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "mailroom", *map(str, args)],
-        env={**os.environ, **install.env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
 async def test_autoresponder_cli(installation: Installation, tmp_path: Path) -> None:
     pool = pool_of(installation)
     await make_list(pool, "welcome")
@@ -233,15 +219,15 @@ async def test_autoresponder_cli(installation: Installation, tmp_path: Path) -> 
     broken = tmp_path / "broken.html"
     broken.write_text("<p>{{ contact.first_name </p>")
 
-    created = await _mailroom(
-        installation, "autoresponder", "create", "--name", "Welcome", "--subject", "Hi",
+    created = await run_mailroom(
+        installation.env, "autoresponder", "create", "--name", "Welcome", "--subject", "Hi",
         "--html", html,
         "--list", "welcome", "--delay", "2h", "--json",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     welcome_id = json.loads(created.stdout)["id"]
-    event = await _mailroom(
-        installation, "autoresponder", "create", "--name", "Thanks", "--subject", "Thanks",
+    event = await run_mailroom(
+        installation.env, "autoresponder", "create", "--name", "Thanks", "--subject", "Thanks",
         "--html", html,
         "--trigger", "contact.event", "--event-type", "signup", "--disabled",
     )  # fmt: skip
@@ -253,15 +239,17 @@ async def test_autoresponder_cli(installation: Installation, tmp_path: Path) -> 
         ("--delay", "soon", "--list", "welcome"),
     ):
         args = ("autoresponder", "create", "--name", "Bad", "--subject", "x", "--html", html, *bad)
-        failed = await _mailroom(installation, *args)
+        failed = await run_mailroom(installation.env, *args)
         assert failed.returncode == 2 and "error:" in failed.stderr, (bad, failed.stderr)
 
-    assert (await _mailroom(installation, "autoresponder", "disable", welcome_id)).returncode == 0
     assert (
-        await _mailroom(installation, "autoresponder", "enable", str(welcome_id + 1))
+        await run_mailroom(installation.env, "autoresponder", "disable", welcome_id)
     ).returncode == 0
-    assert (await _mailroom(installation, "autoresponder", "enable", "999")).returncode == 2
-    listed = await _mailroom(installation, "autoresponder", "list", "--json")
+    assert (
+        await run_mailroom(installation.env, "autoresponder", "enable", str(welcome_id + 1))
+    ).returncode == 0
+    assert (await run_mailroom(installation.env, "autoresponder", "enable", "999")).returncode == 2
+    listed = await run_mailroom(installation.env, "autoresponder", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert (
@@ -269,7 +257,7 @@ async def test_autoresponder_cli(installation: Installation, tmp_path: Path) -> 
     )
     assert rows["Welcome"]["delay_seconds"] == 7200 and not rows["Welcome"]["enabled"]
     assert rows["Thanks"]["event_type"] == "signup" and rows["Thanks"]["enabled"]
-    table = await _mailroom(installation, "autoresponder", "list")
+    table = await run_mailroom(installation.env, "autoresponder", "list")
     assert table.returncode == 0 and "Welcome" in table.stdout
 
 
@@ -311,7 +299,7 @@ async def test_contacts_subscribe_triggers_the_welcome_once(
     installation.start_services()
 
     args = ("contacts", "subscribe", "new.reader@example.com", "--list", "welcome")
-    first = await _mailroom(installation, *args, "--first-name", "Ann", "--json")
+    first = await run_mailroom(installation.env, *args, "--first-name", "Ann", "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["newly_subscribed"] is True
 
@@ -319,9 +307,11 @@ async def test_contacts_subscribe_triggers_the_welcome_once(
         return bool(received_by(smtp_server, "new.reader@example.com"))
 
     await wait_for(welcomed, 60, "the welcome email")
-    again = await _mailroom(installation, *args, "--json")
+    again = await run_mailroom(installation.env, *args, "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["newly_subscribed"] is False
-    bad = await _mailroom(installation, "contacts", "subscribe", "not-an-address", "--list", "x")
+    bad = await run_mailroom(
+        installation.env, "contacts", "subscribe", "not-an-address", "--list", "x"
+    )
     assert bad.returncode == 2 and "invalid email" in bad.stderr
     await asyncio.sleep(2)
     assert len(received_by(smtp_server, "new.reader@example.com")) == 1

@@ -3,18 +3,15 @@ PostgreSQL and RabbitMQ (and the services, for a launch)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.support.environment import ROOT, Installation
+from tests.support.cli import run_mailroom
+from tests.support.environment import Installation
 from tests.support.seed import add_contacts, use_smtp_server
 from tests.support.smtp import SmtpServer
 
@@ -47,19 +44,6 @@ def _pool(install: Installation) -> asyncpg.Pool:
     return install.pool
 
 
-async def _mailroom(install: Installation, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """Run `mailroom ARGS` with the installation's settings; never blocks the event loop."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "mailroom", *map(str, args)],
-        env={**os.environ, **install.env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
 def _one_line(text: str) -> str:
     """Console output with its line wrapping undone."""
     return " ".join(text.split())
@@ -72,7 +56,9 @@ async def test_contacts_import_reports_bad_rows_and_never_resubscribes(
     people = tmp_path / "people.csv"
     people.write_text(PEOPLE_CSV, encoding="utf-8")
 
-    result = await _mailroom(installation, "contacts", "import", people, "--list", "newsletter")
+    result = await run_mailroom(
+        installation.env, "contacts", "import", people, "--list", "newsletter"
+    )
     assert result.returncode == 0, result.stderr
     assert _one_line(result.stdout) == (
         "imported 4 contacts into list newsletter (4 new, 0 updated, 0 kept unsubscribed)"
@@ -106,8 +92,8 @@ async def test_contacts_import_reports_bad_rows_and_never_resubscribes(
         " (SELECT id FROM contacts WHERE email = 'bob@example.com')"
     )
     people.write_text(PEOPLE_CSV.replace("Dora,Dunn,Kyiv", "Dora,Dunn,Lviv"), encoding="utf-8")
-    again = await _mailroom(
-        installation, "contacts", "import", people, "--list", "newsletter", "--json"
+    again = await run_mailroom(
+        installation.env, "contacts", "import", people, "--list", "newsletter", "--json"
     )
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
@@ -155,16 +141,16 @@ async def test_campaign_create_launch_watch_status(
         ]  # fmt: skip
 
     # a template that does not compile: nothing is created
-    result = await _mailroom(installation, *create("--html", broken, "--list", "readers"))
+    result = await run_mailroom(installation.env, *create("--html", broken, "--list", "readers"))
     assert result.returncode == 2, result
     assert _one_line(result.stderr) == "error: html, line 3: unexpected '/'"
     # a list that does not exist: nothing is created
-    result = await _mailroom(installation, *create("--html", html, "--list", "no-such-list"))
+    result = await run_mailroom(installation.env, *create("--html", html, "--list", "no-such-list"))
     assert result.returncode == 2, result
     assert _one_line(result.stderr) == "error: unknown list(s): no-such-list"
     assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
 
-    result = await _mailroom(installation, *create("--html", html, "--list", "readers"))
+    result = await run_mailroom(installation.env, *create("--html", html, "--list", "readers"))
     assert result.returncode == 0, result.stderr
     created = re.fullmatch(r"created campaign (\d+)\n", result.stdout)
     assert created is not None, result.stdout
@@ -174,7 +160,7 @@ async def test_campaign_create_launch_watch_status(
     assert stored["status"] == "draft" and stored["html_template"] == HTML_TEMPLATE
 
     installation.start_services()
-    result = await _mailroom(installation, "campaign", "launch", campaign_id, "--watch")
+    result = await run_mailroom(installation.env, "campaign", "launch", campaign_id, "--watch")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"launch of campaign {campaign_id} published" in result.stdout
     # the summary table: its header, then one row of figures
@@ -189,7 +175,7 @@ async def test_campaign_create_launch_watch_status(
     assert (sent, failed, suppressed, skipped) == ("25", "0", "0", "0"), row
     assert set(smtp_server.handler.recipients()) == {r[0] for r in readers}
 
-    result = await _mailroom(installation, "campaign", "status", campaign_id, "--json")
+    result = await run_mailroom(installation.env, "campaign", "status", campaign_id, "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["id"] == int(campaign_id) and status["name"] == "Winter"
@@ -198,7 +184,7 @@ async def test_campaign_create_launch_watch_status(
     assert status["items"] == 25 and status["open"] == 0 and status["done"] == 25
 
     # a campaign launched already cannot be launched again
-    result = await _mailroom(installation, "campaign", "launch", campaign_id)
+    result = await run_mailroom(installation.env, "campaign", "launch", campaign_id)
     assert result.returncode == 2, result
     assert _one_line(result.stderr) == (
         f"error: campaign {campaign_id} is completed: only a draft can be launched"

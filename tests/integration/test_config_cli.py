@@ -3,17 +3,14 @@ config service's admin API (MAILROOM_CONFIG_URL, MAILROOM_ADMIN_TOKEN)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
 from mailroom_common.runtime_settings import SettingsStore, SmtpAccount
 
-from tests.support.environment import ROOT, Installation
+from tests.support.cli import run_mailroom
+from tests.support.environment import Installation
 from tests.support.ports import free_port
 from tests.support.smtp import SmtpServer
 
@@ -35,18 +32,6 @@ async def config() -> AsyncIterator[tuple[Installation, dict[str, str]]]:
         await install.teardown()
 
 
-async def _mailroom(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "mailroom", "settings", *args],
-        env={**os.environ, **env, "COLUMNS": "200"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -56,8 +41,8 @@ async def test_show_and_set(config: tuple[Installation, dict[str, str]]) -> None
     assert install.pool is not None
     store = SettingsStore(install.pool, install.settings.settings_key)
 
-    result = await _mailroom(
-        env,
+    result = await run_mailroom(
+        env, "settings",
         "set", "smtp", "host=mx.example.com", "port=2526", "password=123456",
         "verify_certificates=false", "--actor", "ops@example.com",
     )  # fmt: skip
@@ -67,13 +52,13 @@ async def test_show_and_set(config: tuple[Installation, dict[str, str]]) -> None
     assert version == 1 and account.port == 2526 and account.verify_certificates is False
     assert account.password.get_secret_value() == "123456"  # a string, as written
 
-    result = await _mailroom(env, "show", "smtp", "--json")
+    result = await run_mailroom(env, "settings", "show", "smtp", "--json")
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["settings"]["port"] == 2526 and shown["settings"]["password"] == "********"
     assert shown["updated_by"] == "ops@example.com" and shown["version"] == 1
 
-    result = await _mailroom(env, "show")
+    result = await run_mailroom(env, "settings", "show")
     assert result.returncode == 0, result.stderr
     table = _one_line(result.stdout)
     assert "smtp (version 1, by ops@example.com" in table
@@ -81,37 +66,41 @@ async def test_show_and_set(config: tuple[Installation, dict[str, str]]) -> None
     assert "batch_size (read-only) │ 50" in table
     assert "123456" not in result.stdout and "********" in result.stdout
 
-    result = await _mailroom(env, "set", "smtp", "port=2526", "host=mx.example.com")
+    result = await run_mailroom(env, "settings", "set", "smtp", "port=2526", "host=mx.example.com")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "smtp: nothing changed (still version 1)\n"
 
-    result = await _mailroom(env, "set", "marketing", "batch_size=1")
+    result = await run_mailroom(env, "settings", "set", "marketing", "batch_size=1")
     assert result.returncode == 2
     assert result.stderr == "error: read-only: set by the deployment (MAILROOM_BATCH_SIZE)\n"
 
-    result = await _mailroom(env, "set", "smtp", "port=0", "security=ssl")
+    result = await run_mailroom(env, "settings", "set", "smtp", "port=0", "security=ssl")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "error: port: Input should be greater than or equal to 1",
         "error: security: Input should be 'none', 'starttls' or 'tls'",
     ]
-    result = await _mailroom(env, "set", "marketing", "text_footer=Bye. {{ manage_url }}")
+    result = await run_mailroom(
+        env, "settings", "set", "marketing", "text_footer=Bye. {{ manage_url }}"
+    )
     assert result.returncode == 2
     assert _one_line(result.stderr).startswith(
         "error: text_footer: must contain the unsubscribe link {{ unsubscribe_url }}"
     )
-    result = await _mailroom(env, "set", "newsletter", "a=1")
+    result = await run_mailroom(env, "settings", "set", "newsletter", "a=1")
     assert result.returncode == 2 and "unknown settings group 'newsletter'" in result.stderr
 
-    result = await _mailroom(env, "set", "smtp", "port=2527", "--json")
+    result = await run_mailroom(env, "settings", "set", "smtp", "port=2527", "--json")
     assert result.returncode == 0, result.stderr
     changed = json.loads(result.stdout)
     assert changed["version"] == 2 and changed["changed_keys"] == ["port"]
 
-    result = await _mailroom({**env, "MAILROOM_ADMIN_TOKEN": "wrong"}, "show")
+    result = await run_mailroom({**env, "MAILROOM_ADMIN_TOKEN": "wrong"}, "settings", "show")
     assert result.returncode == 2 and "missing or wrong bearer token" in result.stderr
     closed = free_port()
-    result = await _mailroom({**env, "MAILROOM_CONFIG_URL": f"http://127.0.0.1:{closed}"}, "show")
+    result = await run_mailroom(
+        {**env, "MAILROOM_CONFIG_URL": f"http://127.0.0.1:{closed}"}, "settings", "show"
+    )
     assert result.returncode == 2
     assert f"cannot reach the config service at http://127.0.0.1:{closed}" in result.stderr
 
@@ -121,21 +110,25 @@ async def test_test_smtp_and_test_imap(
 ) -> None:
     _install, env = config
     port = f"port={smtp_server.port}"
-    result = await _mailroom(env, "set", "smtp", "host=127.0.0.1", port, "security=none")
+    result = await run_mailroom(
+        env, "settings", "set", "smtp", "host=127.0.0.1", port, "security=none"
+    )
     assert result.returncode == 0, result.stderr
-    result = await _mailroom(env, "test-smtp", "admin@example.com")
+    result = await run_mailroom(env, "settings", "test-smtp", "admin@example.com")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok: 250 Message accepted for delivery\n"
     assert smtp_server.handler.recipients() == {"admin@example.com": 1}
 
     closed = free_port()
-    result = await _mailroom(env, "set", "bounce", "host=127.0.0.1", f"port={closed}")
+    result = await run_mailroom(
+        env, "settings", "set", "bounce", "host=127.0.0.1", f"port={closed}"
+    )
     assert result.returncode == 0, result.stderr
-    result = await _mailroom(env, "test-imap", "--json")
+    result = await run_mailroom(env, "settings", "test-imap", "--json")
     assert result.returncode == 1
     assert json.loads(result.stdout) == {
         "ok": False,
         "reply": f"connection refused by 127.0.0.1:{closed} (nothing listens on that port?)",
     }
-    result = await _mailroom(env, "test-smtp", "not-an-address")
+    result = await run_mailroom(env, "settings", "test-smtp", "not-an-address")
     assert result.returncode == 2 and result.stderr.startswith("error: to: ")
