@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo .venv-tools/bin/uv)
 PYTHON := .venv/bin/python
 
-.PHONY: install demo test test-unit lint bench clean
+.PHONY: install demo test test-faults test-unit lint bench clean
 
 # uv comes from PyPI when the machine lacks it; the workspace is installed from uv.lock.
 $(UV):
@@ -15,8 +15,13 @@ install: $(UV)
 demo: install
 	.venv/bin/mailroom demo
 
+# The fault matrix restarts RabbitMQ and PostgreSQL: it runs after everything else, alone.
 test: install
-	$(PYTHON) -m pytest -rfEsxXP
+	$(PYTHON) -m pytest -rfEsxXP -m "not faults"
+	$(PYTHON) -m pytest -rfEsxXP -m faults
+
+test-faults: install
+	$(PYTHON) -m pytest -rfEsxXP -m faults
 
 test-unit: install
 	$(PYTHON) -m pytest -ra tests/unit
