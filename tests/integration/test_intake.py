@@ -12,7 +12,7 @@ from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.broker import Topology, declare_topology, make_broker
 from mailroom_common.events import ItemsPage
-from mailroom_common.intake import Rejected, take
+from mailroom_common.intake import Rejected, subscribe, take
 from mailroom_common.runtime import Runtime
 
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
@@ -183,3 +183,43 @@ async def test_undecodable_messages_are_dead_lettered_and_the_consumer_goes_on(
     assert reasons["empty body"] == "empty body: expected a JSON items.page message"
     assert {m.body for m in letters} == {body for _, body in UNDECODABLE}, "bodies kept as sent"
     assert await _ready_count(f"{queue.name}.dlq") == 0
+
+
+async def test_data_the_database_refuses_is_dead_lettered_at_once_not_retried(
+    runtime: Runtime,
+) -> None:
+    """A value PostgreSQL refuses for good (out of range, a NUL) fails the same way every
+    time: the message goes to the DLQ on its first delivery, with the reason."""
+    queue = runtime.topology.item_pages
+    attempts: list[int] = []
+    given_up: list[str] = []
+    queries = {
+        1: ("SELECT $1::int", 2**40),  # a value out of range, refused by the client
+        2: ("SELECT $1::text", "a\x00b"),  # a NUL, refused by the server
+        3: ("SELECT $1::text::jsonb", '{"note": "a\\u0000b"}'),  # a NUL escaped in JSON
+    }
+
+    async def process(page: ItemsPage, _: RabbitMessage) -> None:
+        attempts.append(page.page_id)
+        await runtime.pool.fetchval(*queries[page.page_id])
+
+    async def give_up(page: ItemsPage, reason: str) -> None:
+        given_up.append(reason)
+
+    subscribe_router = RabbitRouter()
+    subscribe(subscribe_router, runtime, queue, runtime.topology.work, ItemsPage, process, give_up)
+    runtime.broker.include_router(subscribe_router)
+    await runtime.broker.connect()
+    await declare_topology(runtime.broker, runtime.topology)
+    await runtime.broker.start()
+    for page_id in queries:
+        await runtime.send_work(ItemsPage(campaign_id=1, page_id=page_id, item_ids=[1]))
+
+    letters = await _dead_letters(queue.name, len(queries))
+    reasons = sorted(str(m.headers["x-mailroom-error"]) for m in letters)
+    assert sorted(attempts) == [1, 2, 3], "each tried once, never retried"
+    assert len(given_up) == 3
+    assert all(r.startswith("the database refused the data for good (") for r in reasons)
+    assert any("DataError" in r and "out of int32 range" in r for r in reasons), reasons
+    assert any("CharacterNotInRepertoireError" in r for r in reasons), reasons
+    assert any("UntranslatableCharacterError" in r for r in reasons), reasons

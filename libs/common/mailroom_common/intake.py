@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import asyncpg
 from faststream import AckPolicy
 from faststream.rabbit import RabbitExchange, RabbitQueue, RabbitRouter
-from faststream.rabbit.message import RabbitMessage
+from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
 from mailroom_common.broker import raw_body
