@@ -15,6 +15,7 @@ from typing import Literal
 
 import aio_pika
 import pytest
+from aio_pika.abc import HeadersType
 from mailroom_common.broker import Topology
 from mailroom_common.events import SettingsChanged
 from mailroom_common.intake import ERROR_HEADER, MAX_BODY_BYTES
@@ -329,19 +330,19 @@ async def test_event(case: Case, running: Running) -> None:
     second_key = SECOND_ROUTING_KEY[case.routing_key.split(".")[0]] or case.routing_key
     settings_change = SettingsChanged(group="marketing", version=4242, changed_keys=["footer"])
     second = (
-        settings_change.model_dump_json().encode()
-        if second_key == "settings.changed"
-        else SENTINEL
+        settings_change.model_dump_json().encode() if second_key == "settings.changed" else SENTINEL
     )
 
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
         exchange = await channel.get_exchange(f"{topology.prefix}.{case.exchange}")
-        for body, headers, content_type, key in (
-            (case.body, {**case.headers, "x-case": case.id}, case.content_type, case.routing_key),
-            (second, {"x-case": "second"}, JSON, second_key),
+        for body, tag, content_type, key in (
+            (case.body, case.id, case.content_type, case.routing_key),
+            (second, "second", JSON, second_key),
         ):
+            headers: HeadersType = {**case.headers} if tag == case.id else {}
+            headers["x-case"] = tag
             message = aio_pika.Message(
                 body,
                 content_type=content_type,
