@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import httpx
 import typer
 from mailroom_common.db import create_pool
@@ -141,8 +142,12 @@ def contacts_import(
         report = _run(
             _with_pool(settings, lambda pool: import_contacts(pool, file, list_name, settings))
         )
-    except ValueError as error:
-        raise _fail(str(error)) from error
+    except ValueError as error:  # the file is refused as a whole (ImportRefused)
+        raise _fail(f"{error}; nothing was imported") from error
+    except asyncpg.PostgresError as error:
+        raise _fail(f"the database refused the import, nothing was imported: {error}") from error
+    except OSError as error:  # the file cannot be read, or the database cannot be reached
+        raise _fail(f"cannot import {file}: {error}") from error
     if as_json:
         console.print_json(json.dumps(report.__dict__))
         return

@@ -1,14 +1,24 @@
-"""Import contacts from CSV into a list: good rows imported, bad rows reported by line."""
+"""Import contacts from CSV into a list: good rows imported, bad rows reported by line.
+
+A file that cannot be imported as a whole is refused before anything is written
+(`ImportRefused`): not UTF-8 text, no header naming an `email` column, a column named
+twice, more than MAX_COLUMNS columns. A bad line is reported with its number and reason
+and skipped, and the import goes on: an invalid address, more fields than the header,
+a NUL character, a field over MAX_FIELD_BYTES, a line that is not CSV.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from asyncpg.pool import Pool
-from email_validator import EmailNotValidError, validate_email
+from mailroom_common.addresses import AddressProblem, checked_address
 from mailroom_common.events import ContactSubscribed
 from mailroom_common.settings import Settings
 
@@ -16,6 +26,17 @@ from mailroom.autoresponders import announce_events
 
 KNOWN_COLUMNS = ("email", "first_name", "last_name")
 IMPORT_LOCK = 0x696D706F7274  # one import at a time: contacts are matched by address
+MAX_FIELD_BYTES = 10 * 1024
+MAX_COLUMNS = 100
+MAX_COLUMN_NAME = 100  # characters
+# no line of a good file is longer; a longer one is not read into memory
+MAX_LINE_BYTES = MAX_COLUMNS * (MAX_FIELD_BYTES + 3)
+_LONG_LINE = "\x00mailroom: line too long\x00"  # stands for the part of a line not read
+LIMITS = f"{MAX_FIELD_BYTES // 1024} KB a field, {MAX_COLUMNS} columns"
+
+
+class ImportRefused(ValueError):
+    """The whole file is refused; nothing was written. The message says why, for a person."""
 
 
 @dataclass
@@ -38,35 +59,110 @@ class ContactRow:
     attributes: dict[str, str]
 
 
+def _text_lines(handle: BinaryIO, path: Path) -> Iterator[str]:
+    """The file's lines as text, one per physical line (so the CSV reader's line numbers
+    are the file's); a line over MAX_LINE_BYTES is cut short, not read into memory."""
+    number = 0
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield _LONG_LINE + "\n"
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ImportRefused(
+                f"{path}: not UTF-8 text (line {number}, byte {raw[error.start]:#04x} at"
+                f" column {error.start + 1}); save the file as CSV in UTF-8 and import it again"
+            ) from None
+        yield line.removeprefix("\ufeff") if number == 1 else line
+
+
+def _columns(header: list[str], path: Path) -> list[str]:
+    if _LONG_LINE in header:
+        raise ImportRefused(f"{path}: the header line is over {MAX_LINE_BYTES} bytes")
+    names = [name.strip().lower() for name in header]
+    if len(names) > MAX_COLUMNS:
+        raise ImportRefused(
+            f"{path}: the header names {len(names)} columns; the limit is {MAX_COLUMNS}"
+        )
+    for name in names:
+        if len(name) > MAX_COLUMN_NAME or "\x00" in name:
+            raise ImportRefused(
+                f"{path}: a column name in the header is over {MAX_COLUMN_NAME} characters or"
+                " holds a NUL character"
+            )
+    twice = [name for name, count in Counter(n for n in names if n).items() if count > 1]
+    if twice:
+        where = ", ".join(str(i + 1) for i, n in enumerate(names) if n == twice[0])
+        raise ImportRefused(
+            f"{path}: the header names column {twice[0]!r} more than once (columns {where});"
+            " name each column once"
+        )
+    if "email" not in names:
+        raise ImportRefused(f"{path}: the first line must name the columns, one of them 'email'")
+    return names
+
+
+def _problem(names: list[str], fields: list[str]) -> str | None:
+    """Why this record cannot be imported, or None."""
+    if _LONG_LINE in fields:
+        return f"the line is over {MAX_LINE_BYTES} bytes (limits: {LIMITS})"
+    if len(fields) > len(names):
+        return "more fields than the header names"
+    for name, value in zip(names, fields, strict=False):
+        if "\x00" in value:
+            return f"field {name!r} holds a NUL character"
+        if len(value) > MAX_FIELD_BYTES // 4 and len(value.encode()) > MAX_FIELD_BYTES:
+            return f"field {name!r} is over {MAX_FIELD_BYTES} bytes (limits: {LIMITS})"
+    return None
+
+
+def _csv_problem(error: csv.Error) -> str:
+    if "field larger than field limit" in str(error):
+        return f"a field is over {MAX_FIELD_BYTES} bytes (limits: {LIMITS})"
+    return f"not readable as CSV: {error}"
+
+
 def read_csv(path: Path, report: ImportReport) -> list[ContactRow]:
     rows: dict[str, ContactRow] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or "email" not in [
-            f.strip().lower() for f in reader.fieldnames
-        ]:
-            raise ValueError(f"{path}: the first line must name the columns, one of them 'email'")
-        for record in reader:
-            line = reader.line_num
-            values = {
-                (k or "").strip().lower(): (v or "").strip()
-                for k, v in record.items()
-                if isinstance(v, str)
-            }
-            if None in record:
-                report.bad_rows.append((line, "more fields than the header names"))
-                continue
+    with path.open("rb") as handle:
+        reader = csv.reader(_text_lines(handle, path))
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ImportRefused(f"{path}: the file is empty") from None
+        except csv.Error as error:
+            raise ImportRefused(f"{path}: the header line: {_csv_problem(error)}") from None
+        names = _columns(header, path)
+        while True:
+            line = reader.line_num + 1
             try:
-                address = validate_email(values.get("email", ""), check_deliverability=False)
-            except EmailNotValidError as error:
-                report.bad_rows.append(
-                    (line, f"invalid email {values.get('email', '')!r}: {error}")
-                )
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                report.bad_rows.append((line, _csv_problem(error)))
+                continue
+            if not fields:
+                continue  # a blank line
+            problem = _problem(names, fields)
+            if problem is not None:
+                report.bad_rows.append((line, problem))
+                continue
+            values = {name: value.strip() for name, value in zip(names, fields, strict=False)}
+            given = values.get("email", "")
+            try:
+                address = checked_address(given)
+            except AddressProblem as error:
+                report.bad_rows.append((line, f"invalid email {given!r}: {error}"))
                 continue
             attributes = {k: v for k, v in values.items() if k not in KNOWN_COLUMNS and k}
-            rows[address.normalized.lower()] = ContactRow(
+            rows[address.lower()] = ContactRow(
                 line,
-                address.normalized,
+                address,
                 values.get("first_name", ""),
                 values.get("last_name", ""),
                 attributes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asyncpg.pool import Pool
-from email_validator import EmailNotValidError, validate_email
+from mailroom_common.addresses import AddressProblem, checked_address
 from mailroom_common.events import ContactSubscribed
 from mailroom_common.settings import Settings
 
@@ -33,8 +33,8 @@ async def subscribe_contact(
     'unsubscribed' suppression of the address is lifted (a bounce or complaint is not), and
     a new subscription is announced as contact.subscribed."""
     try:
-        email = validate_email(address, check_deliverability=False).normalized
-    except EmailNotValidError as error:
+        email = checked_address(address)
+    except AddressProblem as error:
         raise ValueError(f"invalid email {address!r}: {error}") from error
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORT_LOCK)

@@ -10,9 +10,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from faststream import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
-from mailroom_common.broker import declare_topology, make_broker
+from mailroom_common.broker import Topology, declare_topology, make_broker
 from mailroom_common.events import ItemsPage
-from mailroom_common.intake import Rejected, take
+from mailroom_common.intake import Rejected, subscribe, take
 from mailroom_common.runtime import Runtime
 
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
@@ -89,3 +89,137 @@ async def test_a_failing_handler_is_retried_then_given_up_and_dead_lettered(
     assert by_reason[1] == "page 2 names nothing we know"
     assert attempts == [1, 1, 1], "tried up to the delivery limit, then given up"
     assert len(given_up) == 1 and given_up[0].startswith("failed 3 times")
+
+
+UNDECODABLE: list[tuple[str, bytes]] = [
+    ("not JSON", b"not json{"),
+    ("invalid UTF-8", b'{"campaign_id": "\xff\xfe"}'),
+    ("deep nesting", b"[" * 100_000 + b"]" * 100_000),
+    ("empty body", b""),
+    ("a bare string", b'"\xc3'),
+    ("unclosed object", b'{"campaign_id": 1,'),
+    ("NaN", b"NaN"),
+    ("object in an object", b'{"a": {"b": ' * 5_000),
+    ("one more than the prefetch", b"\x00\x01\x02"),
+]
+
+
+async def _publish_raw(runtime: Runtime, body: bytes, tag: str) -> None:
+    await runtime.broker.publish(
+        body,
+        exchange=runtime.topology.work,
+        routing_key="items.page",
+        persist=True,
+        content_type="application/json",
+        headers={"x-test": tag},
+    )
+
+
+async def _ready_count(queue_name: str) -> int:
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue_name, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+async def test_undecodable_messages_are_dead_lettered_and_the_consumer_goes_on(
+    installation: Installation,
+) -> None:
+    """More undecodable messages than the prefetch (8), then a good one: the good one is
+    processed, each bad one is in the DLQ with its reason, and a restarted consumer finds
+    nothing left unsettled. The subscriber is declared the plain way (no decoder of its
+    own): the broker's own decoding must not get in the way."""
+    pool = installation.pool
+    assert pool is not None
+    settings = installation.settings.model_copy(update={"delivery_limit": 3})
+    queue = Topology.from_settings(settings).item_pages
+    processed: list[int] = []
+
+    async def process(page: ItemsPage, _: RabbitMessage) -> None:
+        processed.append(page.page_id)
+
+    async def start_consumer() -> Runtime:
+        runtime = Runtime.build(settings, pool, make_broker(settings))
+        router = RabbitRouter()
+
+        @router.subscriber(queue, runtime.topology.work, ack_policy=AckPolicy.MANUAL)
+        async def on_page(message: RabbitMessage) -> None:
+            await take(runtime, queue, message, ItemsPage, process)
+
+        runtime.broker.include_router(router)
+        await runtime.broker.connect()
+        await declare_topology(runtime.broker, runtime.topology)
+        await runtime.broker.start()
+        return runtime
+
+    runtime = await start_consumer()
+    for tag, body in UNDECODABLE:
+        await _publish_raw(runtime, body, tag)
+    await runtime.send_work(ItemsPage(campaign_id=1, page_id=7, item_ids=[1]))
+
+    async def good_one_processed() -> bool:
+        return processed == [7]
+
+    await wait_for(good_one_processed, 30, "the good page after the bad ones")
+    await runtime.broker.stop()
+    assert await _ready_count(queue.name) == 0, "nothing left unsettled in the work queue"
+
+    runtime = await start_consumer()  # a restart finds nothing to choke on
+    await runtime.send_work(ItemsPage(campaign_id=1, page_id=8, item_ids=[1]))
+
+    async def second_one_processed() -> bool:
+        return processed == [7, 8]
+
+    await wait_for(second_one_processed, 30, "a good page after the restart")
+    await runtime.broker.stop()
+
+    letters = await _dead_letters(queue.name, len(UNDECODABLE))
+    reasons = {str(m.headers["x-test"]): str(m.headers["x-mailroom-error"]) for m in letters}
+    assert set(reasons) == {tag for tag, _ in UNDECODABLE}
+    assert reasons["not JSON"].startswith("not JSON:"), reasons["not JSON"]
+    assert "not UTF-8" in reasons["invalid UTF-8"], reasons["invalid UTF-8"]
+    assert "nested too deeply" in reasons["deep nesting"], reasons["deep nesting"]
+    assert reasons["empty body"] == "empty body: expected a JSON items.page message"
+    assert {m.body for m in letters} == {body for _, body in UNDECODABLE}, "bodies kept as sent"
+    assert await _ready_count(f"{queue.name}.dlq") == 0
+
+
+async def test_data_the_database_refuses_is_dead_lettered_at_once_not_retried(
+    runtime: Runtime,
+) -> None:
+    """A value PostgreSQL refuses for good (out of range, a NUL) fails the same way every
+    time: the message goes to the DLQ on its first delivery, with the reason."""
+    queue = runtime.topology.item_pages
+    attempts: list[int] = []
+    given_up: list[str] = []
+    queries = {
+        1: ("SELECT $1::int", 2**40),  # a value out of range, refused by the client
+        2: ("SELECT $1::text", "a\x00b"),  # a NUL, refused by the server
+        3: ("SELECT $1::text::jsonb", '{"note": "a\\u0000b"}'),  # a NUL escaped in JSON
+    }
+
+    async def process(page: ItemsPage, _: RabbitMessage) -> None:
+        attempts.append(page.page_id)
+        await runtime.pool.fetchval(*queries[page.page_id])
+
+    async def give_up(page: ItemsPage, reason: str) -> None:
+        given_up.append(reason)
+
+    subscribe_router = RabbitRouter()
+    subscribe(subscribe_router, runtime, queue, runtime.topology.work, ItemsPage, process, give_up)
+    runtime.broker.include_router(subscribe_router)
+    await runtime.broker.connect()
+    await declare_topology(runtime.broker, runtime.topology)
+    await runtime.broker.start()
+    for page_id in queries:
+        await runtime.send_work(ItemsPage(campaign_id=1, page_id=page_id, item_ids=[1]))
+
+    letters = await _dead_letters(queue.name, len(queries))
+    reasons = sorted(str(m.headers["x-mailroom-error"]) for m in letters)
+    assert sorted(attempts) == [1, 2, 3], "each tried once, never retried"
+    assert len(given_up) == 3
+    assert all(r.startswith("the database refused the data for good (") for r in reasons)
+    assert any("DataError" in r and "out of int32 range" in r for r in reasons), reasons
+    assert any("CharacterNotInRepertoireError" in r for r in reasons), reasons
+    assert any("UntranslatableCharacterError" in r for r in reasons), reasons

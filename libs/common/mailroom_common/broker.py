@@ -7,7 +7,8 @@ broker never see each other's messages.
 - `<p>.events` (topic): delivery.results, campaign.completed, settings.changed, ...
 - `<p>.work` (direct): internal hand-offs, items.page and outbound.batch.
 - `<p>.dlx` (direct): dead letters, routed by the name of the queue they came from to
-  `<queue>.dlq`, a queue nobody consumes: it keeps what needs a person.
+  `<queue>.dlq`, a queue nobody consumes: it keeps what needs a person. The per-process
+  settings.changed queues share one, `<p>.settings-changed.dlq`.
 - `<p>.outbound.retry.<ms>ms`: one queue per back-off tier, no consumer; messages wait out
   the queue's TTL and are dead-lettered back to the work exchange as outbound.batch.
 - `<p>.outbound_sender.priority`: the priority lane (outbound.priority, autoresponders), a
@@ -21,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from faststream.message import StreamMessage
 from faststream.rabbit import (
     Channel,
     ExchangeType,
@@ -108,6 +110,20 @@ class Topology:
             routing_key="settings.changed",
         )
 
+    @property
+    def settings_dead_letter_key(self) -> str:
+        """Where every process's settings listener dead-letters what it cannot read."""
+        return f"{self.prefix}.settings-changed"
+
+    @property
+    def settings_dead_letters(self) -> RabbitQueue:
+        return RabbitQueue(
+            f"{self.settings_dead_letter_key}.dlq",
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=self.settings_dead_letter_key,
+        )
+
     def bindings(self) -> list[tuple[RabbitQueue, RabbitExchange, str]]:
         """Every (queue, exchange, routing key): declared by every process, whichever
         services it runs, so no message is published before its queue exists."""
@@ -125,6 +141,7 @@ class Topology:
     def all_queue_names(self) -> list[str]:
         work = {q.name for q, _, _ in self.bindings()}
         names = sorted(work) + sorted(f"{n}.dlq" for n in work)
+        names.append(self.settings_dead_letters.name)
         return names + [
             self.retry_queue(d, priority).name
             for d in self.retry_delays_ms
@@ -186,9 +203,20 @@ class Topology:
         return self.retry_delays_ms[attempt]
 
 
+async def raw_body(message: StreamMessage[Any]) -> bytes:
+    """The decoder of every subscriber: the body as it came, decoded by our own code.
+
+    FastStream's default decoder parses an application/json body before the handler runs;
+    when that fails nothing can settle the message (manual acks), and a prefetch-full of
+    them stops the consumer for good. `intake.take` parses and dead-letters instead."""
+    return message.body
+
+
 def make_broker(settings: Settings) -> RabbitBroker:
     return RabbitBroker(
         settings.rabbitmq_url,
+        # every subscriber of this broker gets the raw bytes (see raw_body)
+        decoder=raw_body,
         # publisher confirms are on by default; an unroutable message is an error, not silence
         default_channel=Channel(publisher_confirms=True, on_return_raises=True, prefetch_count=8),
         graceful_timeout=settings.graceful_timeout_seconds,
@@ -209,6 +237,9 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
             declared_dlq = await broker.declare_queue(dlq)
             await declared_dlq.bind(dlx, routing_key=dlq.routing_key)
             done.add(queue.name)
+    settings_dlq = topology.settings_dead_letters
+    declared_settings_dlq = await broker.declare_queue(settings_dlq)
+    await declared_settings_dlq.bind(dlx, routing_key=settings_dlq.routing_key)
     work = declared_exchanges[topology.work.name]
     for delay in topology.retry_delays_ms:
         for priority in (False, True):

@@ -2,14 +2,24 @@
 
 A consumer refuses (dead-letters) a message whose `schema_version` it does not know.
 Routing keys double as event names.
+
+What PostgreSQL could not take is refused here, by the model, not by a failing query that
+is retried: ids are positive int64 (`Id`), and no string anywhere in a message (keys of
+free-form data included) holds a NUL character.
+
+Unknown fields: events (the events exchange: contact.subscribed, contact.event,
+delivery.results, settings.changed, ...) tolerate fields they do not know, so a newer
+publisher does not break an older consumer. Commands and internal work messages refuse
+them: a misspelt field of a command (`sendAt` for `send_at`) must not be dropped in
+silence and launch a campaign now.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ItemKind = Literal["campaign", "autoresponder"]
 ItemStatus = Literal[
@@ -19,8 +29,36 @@ TERMINAL_STATUSES: tuple[ItemStatus, ...] = ("sent", "failed", "suppressed", "sk
 OPEN_STATUSES: tuple[ItemStatus, ...] = ("pending", "queued", "sending", "retry")
 
 
+MAX_BIGINT = 2**63 - 1
+# a row id (bigint, from a sequence): positive and within int64
+Id = Annotated[int, Field(gt=0, le=MAX_BIGINT)]
+Count = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """The path of the first string (value or key) in `value` holding a NUL, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, BaseModel):
+        value = dict(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return f"{path or 'message'} (a key)"
+            found = _nul_at(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _nul_at(item, f"{path}.{index}")
+            if found is not None:
+                return found
+    return None
 
 
 class Event(BaseModel):
@@ -30,29 +68,42 @@ class Event(BaseModel):
     schema_version: Literal[1] = 1
     occurred_at: datetime = Field(default_factory=_now)
 
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> Event:
+        where = _nul_at(self, "")
+        if where is not None:
+            raise ValueError(f"{where} holds a NUL character, which PostgreSQL cannot store")
+        return self
+
+
+class InboundEvent(Event):
+    """An event (events exchange): fields it does not know are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
 
 # --- commands (commands exchange) ---------------------------------------------------------
 
 
 class CampaignLaunch(Event):
     routing_key: ClassVar[str] = "campaign.launch"
-    campaign_id: int = Field(gt=0)
+    campaign_id: Id
     send_at: datetime | None = Field(default=None, description="Send later; None means now.")
 
 
 class CampaignPause(Event):
     routing_key: ClassVar[str] = "campaign.pause"
-    campaign_id: int = Field(gt=0)
+    campaign_id: Id
 
 
 class CampaignResume(Event):
     routing_key: ClassVar[str] = "campaign.resume"
-    campaign_id: int = Field(gt=0)
+    campaign_id: Id
 
 
 class CampaignCancel(Event):
     routing_key: ClassVar[str] = "campaign.cancel"
-    campaign_id: int = Field(gt=0)
+    campaign_id: Id
 
 
 CAMPAIGN_COMMANDS: dict[str, type[Event]] = {
@@ -65,25 +116,25 @@ CAMPAIGN_COMMANDS: dict[str, type[Event]] = {
 
 class ItemsPage(Event):
     routing_key: ClassVar[str] = "items.page"
-    campaign_id: int
-    page_id: int
-    item_ids: list[int] = Field(min_length=1)
+    campaign_id: Id
+    page_id: Id
+    item_ids: list[Id] = Field(min_length=1)
 
 
 class OutboundEmail(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    item_id: int
+    item_id: Id
     recipient: str
     envelope_from: str = Field(description="The VERP return path.")
     message: str = Field(description="The whole RFC 5322 message, 7-bit, CRLF line endings.")
-    attempt: int = Field(default=0, ge=0, description="Temporary failures so far.")
+    attempt: Count = Field(default=0, description="Temporary failures so far.")
 
 
 class OutboundBatch(Event):
     routing_key: ClassVar[str] = "outbound.batch"
     kind: ItemKind = "campaign"
-    campaign_id: int | None = None
+    campaign_id: Id | None = None
     emails: list[OutboundEmail] = Field(min_length=1)
 
 
@@ -93,61 +144,61 @@ class OutboundBatch(Event):
 class DeliveryResult(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    item_id: int
+    item_id: Id
     status: Literal["sent", "retry", "failed", "suppressed", "skipped"]
     smtp_code: int | None = None
     smtp_reply: str | None = None
 
 
-class DeliveryResults(Event):
+class DeliveryResults(InboundEvent):
     routing_key: ClassVar[str] = "delivery.results"
     kind: ItemKind = "campaign"
-    campaign_id: int | None = None
+    campaign_id: Id | None = None
     results: list[DeliveryResult]
 
 
-class CampaignGenerated(Event):
+class CampaignGenerated(InboundEvent):
     routing_key: ClassVar[str] = "campaign.generated"
-    campaign_id: int
-    item_count: int
+    campaign_id: Id
+    item_count: Count
 
 
 class CampaignCompleted(Event):
     routing_key: ClassVar[str] = "campaign.completed"
-    campaign_id: int
+    campaign_id: Id
     status: Literal["completed", "failed", "cancelled"]
     counts: dict[str, int]
 
 
 class CampaignFailed(Event):
     routing_key: ClassVar[str] = "campaign.failed"
-    campaign_id: int
+    campaign_id: Id
     reason: str
 
 
-class SettingsChanged(Event):
+class SettingsChanged(InboundEvent):
     routing_key: ClassVar[str] = "settings.changed"
     group: Literal["smtp", "marketing", "bounce"]
-    version: int
+    version: Count
     changed_keys: list[str]
 
 
 class ContactUnsubscribed(Event):
     routing_key: ClassVar[str] = "contact.unsubscribed"
-    contact_id: int
+    contact_id: Id
     email: str
-    list_ids: list[int] = Field(description="The lists whose membership became unsubscribed.")
+    list_ids: list[Id] = Field(description="The lists whose membership became unsubscribed.")
     source: str = Field(description='Where the link came from: "c<campaign id>", "a<id>".')
     everything: bool = Field(description="Unsubscribed from every list and suppressed.")
 
 
 class BounceDetected(Event):
     routing_key: ClassVar[str] = "bounce.detected"
-    item_id: int | None = Field(description="The campaign item it was matched to, if any.")
-    autoresponder_item_id: int | None = Field(
+    item_id: Id | None = Field(description="The campaign item it was matched to, if any.")
+    autoresponder_item_id: Id | None = Field(
         default=None, description="The autoresponder item it was matched to, if any."
     )
-    campaign_id: int | None = None
+    campaign_id: Id | None = None
     email: str = Field(description="The recipient that bounced or complained (lower-cased).")
     kind: Literal["hard", "soft", "complaint"]
     action: Literal["failed", "delayed"] | None = Field(
@@ -157,10 +208,10 @@ class BounceDetected(Event):
     suppressed: bool = Field(description="The address is suppressed (now or already).")
 
 
-class ContactSubscribed(Event):
+class ContactSubscribed(InboundEvent):
     routing_key: ClassVar[str] = "contact.subscribed"
-    contact_id: int = Field(gt=0)
-    list_id: int = Field(gt=0)
+    contact_id: Id
+    list_id: Id
     event_id: str = Field(
         min_length=1,
         max_length=200,
@@ -168,9 +219,9 @@ class ContactSubscribed(Event):
     )
 
 
-class ContactEvent(Event):
+class ContactEvent(InboundEvent):
     routing_key: ClassVar[str] = "contact.event"
-    contact_id: int = Field(gt=0)
+    contact_id: Id
     type: str = Field(min_length=1, max_length=200, description='What happened, e.g. "signup".')
     event_id: str = Field(
         min_length=1,

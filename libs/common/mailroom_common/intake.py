@@ -1,8 +1,13 @@
 """How every consumer takes a message: parse, process, acknowledge; never lose, never loop.
 
-- Not JSON, wrong schema, unknown routing key, or `Rejected` from the handler: the message
-  goes to its queue's dead-letter queue with the reason in `x-mailroom-error`, and the
-  consumer carries on.
+Every subscriber gets the raw bytes (`broker.raw_body` is the decoder of every broker from
+`make_broker`, and `subscribe` sets it on each subscriber too); this module parses them.
+
+- Too big, not JSON, not UTF-8, nested too deeply, wrong content type, wrong schema,
+  unknown routing key, `Rejected` from the handler, or data PostgreSQL refuses for good
+  (`asyncpg.DataError`: a number out of range, a NUL character, ...): the message goes to
+  its queue's dead-letter queue with the reason in `x-mailroom-error` (the handler's
+  `give_up` runs first where the message was valid), and the consumer carries on.
 - Any other error (database down, broker hiccup): the message is requeued after a pause;
   once it has been delivered `delivery_limit` times the handler's `give_up` runs (e.g. fail
   the items it carried, so no campaign waits for ever) and it is dead-lettered with the error.
@@ -15,10 +20,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from faststream.rabbit import RabbitQueue
-from faststream.rabbit.message import RabbitMessage
+import asyncpg
+from faststream import AckPolicy
+from faststream.rabbit import RabbitExchange, RabbitQueue, RabbitRouter
+from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
+from mailroom_common.broker import raw_body
 from mailroom_common.events import Event
 from mailroom_common.metrics import MESSAGES_HANDLED
 from mailroom_common.runtime import Runtime
@@ -29,6 +37,18 @@ E = TypeVar("E", bound=Event)
 
 ERROR_HEADER = "x-mailroom-error"
 REQUEUE_PAUSE_SECONDS = 1.0
+# far above any batch we publish (MAILROOM_BATCH_SIZE rendered emails); RabbitMQ's own
+# limit is 128 MiB
+MAX_BODY_BYTES = 16 * 1024 * 1024
+JSON_CONTENT_TYPE = "application/json"
+# the JSON parser's (pydantic-core's) nesting limit: deeper input is refused, never a
+# RecursionError
+MAX_JSON_DEPTH = 200
+# errors PostgreSQL gives for the data itself: the same message fails the same way every time
+PERMANENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DataError,  # class 22: out of range, NUL, bad text representation, ...
+    asyncpg.ProgramLimitExceededError,  # class 54: e.g. a value too big for an index
+)
 
 
 class Rejected(Exception):
@@ -38,14 +58,42 @@ class Rejected(Exception):
 def describe_validation_error(error: ValidationError) -> str:
     problems = []
     for issue in error.errors()[:5]:
-        where = ".".join(str(p) for p in issue["loc"]) or "message"
-        problems.append(f"{where}: {issue['msg']}")
+        where = ".".join(str(p) for p in issue["loc"])
+        message = issue["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)
 
 
-async def dead_letter(
-    runtime: Runtime, queue: RabbitQueue, message: RabbitMessage, reason: str
+def subscribe(
+    router: RabbitRouter,
+    runtime: Runtime,
+    queue: RabbitQueue,
+    exchange: RabbitExchange,
+    models: Mapping[str, type[E]] | type[E],
+    process: Callable[[E, RabbitMessage], Awaitable[None]],
+    give_up: Callable[[E, str], Awaitable[None]] | None = None,
+    *,
+    dead_letter_key: str | None = None,
 ) -> None:
+    """Consume `queue` (bound to `exchange`) with `process`: the one way a service
+    subscribes. Raw bytes in, manual acks, every message settled by `take`."""
+
+    @router.subscriber(
+        queue, exchange, ack_policy=AckPolicy.MANUAL, decoder=raw_body, title=queue.name
+    )
+    async def consume(message: RabbitMessage) -> None:
+        await take(runtime, queue, message, models, process, give_up, dead_letter_key)
+
+
+async def dead_letter(
+    runtime: Runtime,
+    queue: RabbitQueue,
+    message: RabbitMessage,
+    reason: str,
+    routing_key: str | None = None,
+) -> None:
+    """Publish the message as it came to the dead-letter exchange, routed to the DLQ of
+    `queue` (or to `routing_key`'s), with the reason."""
     headers: dict[str, Any] = dict(message.headers or {})
     headers[ERROR_HEADER] = reason[:1000]
     headers["x-mailroom-queue"] = queue.name
@@ -53,7 +101,7 @@ async def dead_letter(
     await runtime.broker.publish(
         message.body,
         exchange=runtime.topology.dead_letters,
-        routing_key=queue.name,
+        routing_key=routing_key or queue.name,
         persist=True,
         headers=headers,
         content_type=raw.content_type,
@@ -75,10 +123,11 @@ async def take(
     models: Mapping[str, type[E]] | type[E],
     process: Callable[[E, RabbitMessage], Awaitable[None]],
     give_up: Callable[[E, str], Awaitable[None]] | None = None,
+    dead_letter_key: str | None = None,
 ) -> None:
     """Handle one message from `queue` with `process`; the message is acked or requeued here."""
     try:
-        outcome = await _handle(runtime, queue, message, models, process, give_up)
+        outcome = await _handle(runtime, queue, message, models, process, give_up, dead_letter_key)
     except asyncio.CancelledError:
         raise
     except Exception as error:
@@ -102,19 +151,27 @@ async def _handle(
     models: Mapping[str, type[E]] | type[E],
     process: Callable[[E, RabbitMessage], Awaitable[None]],
     give_up: Callable[[E, str], Awaitable[None]] | None,
+    dead_letter_key: str | None,
 ) -> str:
-    try:
-        event = _parse(message, models)
-    except Rejected as error:
-        await dead_letter(runtime, queue, message, str(error))
+    async def refuse(reason: str) -> str:
+        await dead_letter(runtime, queue, message, reason, dead_letter_key)
         await message.ack()
         return "dead_lettered"
+
+    try:
+        event = parse(message, models)
+    except Rejected as error:
+        return await refuse(str(error))
     try:
         await process(event, message)
     except Rejected as error:
-        await dead_letter(runtime, queue, message, str(error))
-        await message.ack()
-        return "dead_lettered"
+        return await refuse(str(error))
+    except PERMANENT_DATABASE_ERRORS as error:
+        reason = f"the database refused the data for good ({type(error).__name__}): {error}"
+        log.warning("giving up on a message from %s: %s", queue.name, reason)
+        if give_up is not None:
+            await give_up(event, reason)
+        return await refuse(reason)
     except asyncio.CancelledError:
         raise
     except Exception as error:
@@ -129,14 +186,13 @@ async def _handle(
         log.exception("giving up on a message from %s", queue.name)
         if give_up is not None:
             await give_up(event, reason)
-        await dead_letter(runtime, queue, message, reason)
-        await message.ack()
-        return "dead_lettered"
+        return await refuse(reason)
     await message.ack()
     return "ok"
 
 
-def _parse(message: RabbitMessage, models: Mapping[str, type[E]] | type[E]) -> E:
+def parse(message: RabbitMessage, models: Mapping[str, type[E]] | type[E]) -> E:
+    """The event in `message`'s raw body; `Rejected` says in words why there is none."""
     if isinstance(models, Mapping):
         routing_key = message.raw_message.routing_key or ""
         if routing_key not in models:
@@ -144,9 +200,29 @@ def _parse(message: RabbitMessage, models: Mapping[str, type[E]] | type[E]) -> E
         model = models[routing_key]
     else:
         model = models
+    body = message.body
+    if len(body) > MAX_BODY_BYTES:
+        raise Rejected(f"body of {len(body)} bytes: the limit is {MAX_BODY_BYTES} bytes")
+    content_type = (message.content_type or "").split(";")[0].strip().lower()
+    if content_type not in ("", JSON_CONTENT_TYPE):
+        raise Rejected(f"content type {content_type!r}: expected {JSON_CONTENT_TYPE}")
+    if not body.strip():
+        raise Rejected(f"empty body: expected a JSON {model.routing_key} message")
     try:
-        return model.model_validate_json(message.body)
+        return model.model_validate_json(body)
     except ValidationError as error:
-        raise Rejected(
-            f"invalid {model.routing_key} message: {describe_validation_error(error)}"
-        ) from error
+        raise Rejected(_why_not(body, model, error)) from error
+
+
+def _why_not(body: bytes, model: type[Event], error: ValidationError) -> str:
+    issues = error.errors()
+    if not any(issue["type"] == "json_invalid" for issue in issues):
+        return f"invalid {model.routing_key} message: {describe_validation_error(error)}"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not UTF-8 text: byte {body[bad.start]:#04x} at offset {bad.start}"
+    detail = str(issues[0].get("ctx", {}).get("error", "")) or issues[0]["msg"]
+    if "recursion limit" in detail:
+        return f"not JSON we accept: nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+    return f"not JSON: {detail}"

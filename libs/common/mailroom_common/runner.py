@@ -17,12 +17,12 @@ import uvicorn
 from asyncpg.pool import Pool
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
-from pydantic import ValidationError
 
 from mailroom_common.broker import declare_topology, make_broker
 from mailroom_common.db import create_pool
 from mailroom_common.events import SettingsChanged
 from mailroom_common.http import PathDispatcher, health_app
+from mailroom_common.intake import subscribe
 from mailroom_common.metrics import SERVICE_UP
 from mailroom_common.migrate import migrate
 from mailroom_common.runtime import Runtime
@@ -33,20 +33,15 @@ log = logging.getLogger(__name__)
 
 
 def settings_listener(runtime: Runtime, services: list[Service]) -> RabbitRouter | None:
-    """One subscriber per process that hands settings.changed to every service's hooks."""
+    """One subscriber per process that hands settings.changed to every service's hooks; what
+    it cannot read goes to the shared settings-changed DLQ with the reason."""
     hooks = [hook for service in services for hook in service.on_settings_changed]
     if not hooks:
         return None
     router = RabbitRouter()
-    queue = runtime.topology.settings_listener(runtime.instance_id)
+    topology = runtime.topology
 
-    @router.subscriber(queue, runtime.topology.events)
-    async def on_settings_changed(message: RabbitMessage) -> None:
-        try:
-            change = SettingsChanged.model_validate_json(message.body)
-        except ValidationError as error:
-            log.warning("ignoring an unreadable settings.changed: %s", error)
-            return
+    async def on_settings_changed(change: SettingsChanged, _: RabbitMessage) -> None:
         log.info("settings %s changed to version %d", change.group, change.version)
         for hook in hooks:
             try:
@@ -56,6 +51,15 @@ def settings_listener(runtime: Runtime, services: list[Service]) -> RabbitRouter
                     "applying settings %s version %d failed", change.group, change.version
                 )
 
+    subscribe(
+        router,
+        runtime,
+        topology.settings_listener(runtime.instance_id),
+        topology.events,
+        SettingsChanged,
+        on_settings_changed,
+        dead_letter_key=topology.settings_dead_letter_key,
+    )
     return router
 
 

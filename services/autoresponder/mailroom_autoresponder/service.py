@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from faststream import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import AUTORESPONDER_TRIGGERS, ContactEvent, ContactSubscribed, Event
-from mailroom_common.intake import Rejected, take
+from mailroom_common.intake import Rejected, subscribe
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
@@ -30,8 +29,6 @@ def build(runtime: Runtime) -> Service:
         if due_now:
             due.wake.set()
 
-    @router.subscriber(queue, runtime.topology.events, ack_policy=AckPolicy.MANUAL)
-    async def on_trigger(message: RabbitMessage) -> None:
-        await take(runtime, queue, message, AUTORESPONDER_TRIGGERS, process)
+    subscribe(router, runtime, queue, runtime.topology.events, AUTORESPONDER_TRIGGERS, process)
 
     return Service("autoresponder", router, periodic=[due])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from faststream import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import CampaignGenerated, DeliveryResults, Event
-from mailroom_common.intake import take
+from mailroom_common.intake import subscribe
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
@@ -28,9 +27,7 @@ def build(runtime: Runtime) -> Service:
         if campaign_id is not None:
             await tracker.check(campaign_id)
 
-    @router.subscriber(queue, runtime.topology.events, ack_policy=AckPolicy.MANUAL)
-    async def on_campaign_event(message: RabbitMessage) -> None:
-        await take(runtime, queue, message, EVENTS, process)
+    subscribe(router, runtime, queue, runtime.topology.events, EVENTS, process)
 
     sweep = PeriodicTask(
         "mark-campaigns-completed", runtime.settings.sweep_interval_seconds, tracker.sweep

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from faststream import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import CAMPAIGN_COMMANDS, CampaignLaunch, Event
-from mailroom_common.intake import take
+from mailroom_common.intake import subscribe
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
@@ -30,8 +29,6 @@ def build(runtime: Runtime) -> Service:
         if isinstance(command, CampaignLaunch):
             generate.wake.set()
 
-    @router.subscriber(queue, runtime.topology.commands, ack_policy=AckPolicy.MANUAL)
-    async def on_campaign_command(message: RabbitMessage) -> None:
-        await take(runtime, queue, message, CAMPAIGN_COMMANDS, process)
+    subscribe(router, runtime, queue, runtime.topology.commands, CAMPAIGN_COMMANDS, process)
 
     return Service("item_generator", router, periodic=[generate, republish])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from faststream import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import ItemsPage
-from mailroom_common.intake import take
+from mailroom_common.intake import subscribe
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import Service
 
@@ -21,8 +20,8 @@ def build(runtime: Runtime) -> Service:
     async def process(page: ItemsPage, _: RabbitMessage) -> None:
         await processor.handle_page(page)
 
-    @router.subscriber(queue, runtime.topology.work, ack_policy=AckPolicy.MANUAL)
-    async def on_items_page(message: RabbitMessage) -> None:
-        await take(runtime, queue, message, ItemsPage, process, processor.give_up_page)
+    subscribe(
+        router, runtime, queue, runtime.topology.work, ItemsPage, process, processor.give_up_page
+    )
 
     return Service("message_processor", router)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from faststream import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import OutboundBatch
-from mailroom_common.intake import take
+from mailroom_common.intake import subscribe
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
@@ -21,17 +20,14 @@ def build(runtime: Runtime) -> Service:
     async def process(batch: OutboundBatch, message: RabbitMessage) -> None:
         await sender.handle_batch(batch, redelivered=bool(message.raw_message.redelivered))
 
-    @router.subscriber(queue, runtime.topology.work, ack_policy=AckPolicy.MANUAL)
-    async def on_outbound_batch(message: RabbitMessage) -> None:
-        await take(runtime, queue, message, OutboundBatch, process, sender.give_up_batch)
+    work = runtime.topology.work
+    subscribe(router, runtime, queue, work, OutboundBatch, process, sender.give_up_batch)
 
     # the priority lane (autoresponders): its own queue and consumer, so it never waits
     # behind a campaign's backlog
     priority = runtime.topology.outbound_priority
 
-    @router.subscriber(priority, runtime.topology.work, ack_policy=AckPolicy.MANUAL)
-    async def on_priority_batch(message: RabbitMessage) -> None:
-        await take(runtime, priority, message, OutboundBatch, process, sender.give_up_batch)
+    subscribe(router, runtime, priority, work, OutboundBatch, process, sender.give_up_batch)
 
     # settings.changed reloads at once; this catches a change whose event was missed
     reload = PeriodicTask("reload-smtp-account", 30.0, sender.reload_account)
