@@ -9,6 +9,7 @@ own recipient's; everything else is recorded for a person to look at and changes
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,16 @@ CASES = [
         "a real DSN for an autoresponder item (valid `a<id>` VERP)",
         "the autoresponder item bounces and its recipient is suppressed",
     ),
+    Case(
+        "bounces-18",
+        "an Amazon SES bounce notification (JSON by email) naming a real recipient, no proof",
+        "recorded unverified; nothing changed",
+    ),
+    Case(
+        "bounces-19",
+        "an Amazon SES bounce notification whose mail.source is the item's signed VERP address",
+        "verified: the item bounces and its recipient is suppressed",
+    ),
 ]
 
 
@@ -196,6 +207,32 @@ def _original(to: str, message_id: str, item_ref: str | None = None) -> bytes:
         f"Message-ID: {message_id}\r\n"
         f"{extra}"
         "\r\nhello\r\n"
+    ).encode()
+
+
+def ses_bounce(recipient: str, source: str, message_id: str = "<x@ses.example>") -> bytes:
+    """An Amazon SES bounce notification delivered by email (SNS), as providers send it."""
+    notification = json.dumps(
+        {
+            "notificationType": "Bounce",
+            "bounce": {
+                "bounceType": "Permanent",
+                "bouncedRecipients": [
+                    {
+                        "emailAddress": recipient,
+                        "action": "failed",
+                        "status": "5.1.1",
+                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                    }
+                ],
+            },
+            "mail": {"source": source, "commonHeaders": {"messageId": message_id}},
+        }
+    )
+    return (
+        "From: no-reply@sns.amazonaws.com\r\nTo: ses-feedback@mailroom.test\r\n"
+        "Subject: AWS Notification Message\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{notification}\r\n"
     ).encode()
 
 
@@ -456,6 +493,22 @@ async def autoresponder_verp(w: World) -> None:
     assert await w.suppressions() == {w.victim: "hard_bounce"}
 
 
+async def ses_without_proof(w: World) -> None:
+    outcome = await w.take(ses_bounce(w.victim, "news@mailroom.test"))
+    assert outcome.outcome == "bounce" and outcome.events == ()
+    await w.recorded_unverified(w.victim)
+    await w.unchanged()
+
+
+async def ses_with_verp(w: World) -> None:
+    outcome = await w.take(ses_bounce(w.victim, w.verp(str(w.victim_item))))
+    assert [(e.email, e.item_id, e.suppressed) for e in outcome.events] == [
+        (w.victim, w.victim_item, True)
+    ]
+    assert await w.item(w.victim_item) == {"status": "bounced", "bounce_kind": "hard"}
+    assert await w.suppressions() == {w.victim: "hard_bounce"}
+
+
 CHECKS: dict[str, Callable[[World], Awaitable[None]]] = {
     "bounces-01": dsn_without_verp,
     "bounces-02": attacker_verp_and_second_recipient,
@@ -474,6 +527,8 @@ CHECKS: dict[str, Callable[[World], Awaitable[None]]] = {
     "bounces-15": previous_key_verp,
     "bounces-16": previous_key_message_id,
     "bounces-17": autoresponder_verp,
+    "bounces-18": ses_without_proof,
+    "bounces-19": ses_with_verp,
 }
 
 
