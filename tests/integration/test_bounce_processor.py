@@ -114,7 +114,7 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     }
     people = sorted(by_rcpt)
     hard, complained, away, soft, delayed, by_address, soft_once = people[:7]
-    attacker, second, bad_signature = people[7:10]
+    attacker, second, bad_signature, non_ascii = people[7:11]
 
     def verp(rcpt: str) -> str:
         return by_rcpt[rcpt].envelope_from
@@ -134,8 +134,11 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
         ],
         # the attacker's own valid VERP, naming a second recipient too
         bm.multi_dsn(verp(attacker), [attacker, second]),
-        # a VERP address whose signature is wrong
+        # a VERP address whose signature is wrong, or not even ASCII
         bm.dsn(forged, bad_signature),
+        bm.dsn(
+            f"bounces+{verp(non_ascii).split('+')[1].split('-')[0]}-\u00e9\u00e9@b.test", non_ascii
+        ),
     ]
     await dovecot.append(*messages)
     await change_settings(installation, mailbox(dovecot))
@@ -155,7 +158,7 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     assert items[soft]["status"] == "bounced" and items[soft]["bounce_kind"] == "soft"
     assert items[soft_once]["status"] == "bounced" and items[soft_once]["bounce_kind"] == "soft"
     assert items[attacker]["status"] == "bounced" and items[attacker]["bounce_kind"] == "hard"
-    for unchanged in (complained, away, delayed, by_address, second, bad_signature):
+    for unchanged in (complained, away, delayed, by_address, second, bad_signature, non_ascii):
         assert items[unchanged]["status"] == "sent", unchanged
     suppressions = {
         r["email"]: r["reason"]
@@ -178,8 +181,9 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     assert (delayed, "verp", "soft", "delayed", True) in matched
     assert (attacker, "verp", "hard", "failed", True) in matched
     # recorded for a person to look at, matched to nothing
-    for unproven in (by_address, second, bad_signature):
+    for unproven in (by_address, second, bad_signature, non_ascii):
         assert (unproven, None, "hard", "failed", False) in matched, unproven
+    assert await pool.fetchval("SELECT count(*) FROM unparsed_messages") == 0
     assert await pool.fetchval("SELECT count(*) FROM bounces") == len(messages)
     outcomes = {
         r["outcome"]: r["n"]
@@ -199,7 +203,8 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     events = {(e["email"], e["kind"], e["suppressed"]) for e in bounce_events}
     assert (hard, "hard", True) in events and (complained, "complaint", True) in events
     assert (soft_once, "soft", False) in events and (attacker, "hard", True) in events
-    assert {e["email"] for e in bounce_events}.isdisjoint({by_address, second, bad_signature})
+    unproven = {by_address, second, bad_signature, non_ascii}
+    assert {e["email"] for e in bounce_events}.isdisjoint(unproven)
     hard_event = next(e for e in bounce_events if e["email"] == hard)
     assert hard_event["campaign_id"] == campaign_id and hard_event["status"] == "5.1.1"
     assert PASSWORD not in installation.log_text()
