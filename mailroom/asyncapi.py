@@ -83,8 +83,9 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "events",
         "bounce_processor",
         "anyone (the CRM)",
-        "A bounce or complaint was matched (or not) to a campaign item and recorded;"
-        " suppressed says whether the address will get nothing more.",
+        "A bounce or complaint proven (signed VERP address or Message-ID) to be about one"
+        " of our emails was recorded; suppressed says whether the address will get nothing"
+        " more. Unproven bounces are recorded but announce nothing.",
     ),
     "contact.unsubscribed": (
         "events",

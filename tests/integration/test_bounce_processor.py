@@ -114,22 +114,31 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     }
     people = sorted(by_rcpt)
     hard, complained, away, soft, delayed, by_address, soft_once = people[:7]
+    attacker, second, bad_signature, non_ascii = people[7:11]
 
     def verp(rcpt: str) -> str:
         return by_rcpt[rcpt].envelope_from
 
+    forged = verp(bad_signature).replace("-", "-x", 1)[:-1]
     messages = [
         bm.dsn(verp(hard), hard, original=by_rcpt[hard].data),
         bm.complaint(complained, by_rcpt[complained].data),
         bm.out_of_office(away, "news@mailroom.test"),
         bm.dsn(verp(delayed), delayed, "4.4.1", "delayed", "connection timed out"),
-        # no VERP, no returned headers: only the recipient's address names the item
+        # no VERP, no returned headers: nothing but an address, which anyone can write
         bm.dsn("postmaster@mailroom.test", by_address),
         bm.dsn(verp(soft_once), soft_once, "4.2.2", diagnostic="452 4.2.2 Mailbox full"),
         *[
             bm.dsn(verp(soft), soft, "4.2.2", diagnostic=f"452 4.2.2 Mailbox full ({n})")
             for n in range(3)
         ],
+        # the attacker's own valid VERP, naming a second recipient too
+        bm.multi_dsn(verp(attacker), [attacker, second]),
+        # a VERP address whose signature is wrong, or not even ASCII
+        bm.dsn(forged, bad_signature),
+        bm.dsn(
+            f"bounces+{verp(non_ascii).split('+')[1].split('-')[0]}-\u00e9\u00e9@b.test", non_ascii
+        ),
     ]
     await dovecot.append(*messages)
     await change_settings(installation, mailbox(dovecot))
@@ -146,30 +155,36 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     }
     assert items[hard]["status"] == "bounced" and items[hard]["bounce_kind"] == "hard"
     assert items[hard]["smtp_code"] == 550 and "5.1.1" in items[hard]["error"]
-    assert items[by_address]["status"] == "bounced" and items[by_address]["bounce_kind"] == "hard"
     assert items[soft]["status"] == "bounced" and items[soft]["bounce_kind"] == "soft"
     assert items[soft_once]["status"] == "bounced" and items[soft_once]["bounce_kind"] == "soft"
-    for unchanged in (complained, away, delayed):
+    assert items[attacker]["status"] == "bounced" and items[attacker]["bounce_kind"] == "hard"
+    for unchanged in (complained, away, delayed, by_address, second, bad_signature, non_ascii):
         assert items[unchanged]["status"] == "sent", unchanged
     suppressions = {
-        r["email"]: r["reason"] for r in await pool.fetch("SELECT email, reason FROM suppressions")
+        r["email"]: r["reason"]
+        for r in await pool.fetch("SELECT email, reason FROM suppressions")
+        if r["email"] in by_rcpt
     }
-    assert suppressions[hard] == "hard_bounce"
-    assert suppressions[by_address] == "hard_bounce"
-    assert suppressions[complained] == "complaint"
-    assert suppressions[soft] == "soft_bounces"
-    for not_suppressed in (away, delayed, soft_once):
-        assert not_suppressed not in suppressions
+    assert suppressions == {
+        hard: "hard_bounce",
+        complained: "complaint",
+        soft: "soft_bounces",
+        attacker: "hard_bounce",
+    }
 
     matched = {
-        (r["email"], r["matched_by"], r["kind"], r["action"])
-        for r in await pool.fetch("SELECT email, matched_by, kind, action FROM bounces")
+        (r["email"], r["matched_by"], r["kind"], r["action"], r["item_id"] is not None)
+        for r in await pool.fetch("SELECT email, matched_by, kind, action, item_id FROM bounces")
     }
-    assert (hard, "verp", "hard", "failed") in matched
-    assert (complained, "message_id", "complaint", None) in matched
-    assert (by_address, "recipient", "hard", "failed") in matched
-    assert (delayed, "verp", "soft", "delayed") in matched
-    assert await pool.fetchval("SELECT count(*) FROM bounces") == len(messages) - 1
+    assert (hard, "verp", "hard", "failed", True) in matched
+    assert (complained, "message_id", "complaint", None, True) in matched
+    assert (delayed, "verp", "soft", "delayed", True) in matched
+    assert (attacker, "verp", "hard", "failed", True) in matched
+    # recorded for a person to look at, matched to nothing
+    for unproven in (by_address, second, bad_signature, non_ascii):
+        assert (unproven, None, "hard", "failed", False) in matched, unproven
+    assert await pool.fetchval("SELECT count(*) FROM unparsed_messages") == 0
+    assert await pool.fetchval("SELECT count(*) FROM bounces") == len(messages)
     outcomes = {
         r["outcome"]: r["n"]
         for r in await pool.fetch(
@@ -183,10 +198,13 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     assert status["status"] == "completed"
     assert status["counts"] == {"sent": 8, "bounced": 4}, status["counts"]
 
+    # bounce.detected only for what was proven: 8 messages about 5 signed items
     await wait_for(lambda: _at_least(bounce_events, 8), 20, "bounce.detected events")
     events = {(e["email"], e["kind"], e["suppressed"]) for e in bounce_events}
     assert (hard, "hard", True) in events and (complained, "complaint", True) in events
-    assert (soft_once, "soft", False) in events
+    assert (soft_once, "soft", False) in events and (attacker, "hard", True) in events
+    unproven = {by_address, second, bad_signature, non_ascii}
+    assert {e["email"] for e in bounce_events}.isdisjoint(unproven)
     hard_event = next(e for e in bounce_events if e["email"] == hard)
     assert hard_event["campaign_id"] == campaign_id and hard_event["status"] == "5.1.1"
     assert PASSWORD not in installation.log_text()

@@ -63,6 +63,23 @@ def dsn(
     return raw + b"--BND--\r\n"
 
 
+def multi_dsn(to: str, recipients: list[str]) -> bytes:
+    """One DSN reporting several failed recipients (as an MTA does for one envelope)."""
+    blocks = "".join(
+        f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{r}>: User unknown\r\n\r\n"
+        for r in recipients
+    )
+    return (
+        f"From: MAILER-DAEMON@{MTA}\r\nTo: {to}\r\nSubject: Undelivered Mail\r\n"
+        f"Message-ID: {_message_id()}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; {MTA}\r\n\r\n{blocks}--B--\r\n"
+    ).encode()
+
+
 def complaint(recipient: str, original: bytes) -> bytes:
     """An ARF (RFC 5965) abuse report about one of our emails."""
     return (

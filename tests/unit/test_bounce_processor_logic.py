@@ -110,3 +110,26 @@ def test_cli_bounce_parse_on_a_file_and_on_stdin(tmp_path: Path) -> None:
     assert line["item_id"] is None
     missing = subprocess.run([*command, str(tmp_path / "nope.eml")], capture_output=True, cwd=ROOT)
     assert missing.returncode == 2
+
+
+def test_cli_bounce_parse_survives_a_non_ascii_verp_signature(tmp_path: Path) -> None:
+    forged = tmp_path / "forged.eml"
+    forged.write_bytes(bm.dsn("bounces+12-\u00e9\u00e9\u00e9@b.example.test", "x@example.net"))
+    done = subprocess.run(
+        [sys.executable, "-m", "mailroom", "bounce", "parse", str(forged)],
+        capture_output=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    line = json.loads(done.stdout)
+    assert line["is_bounce"] is True and line["item_id"] is None
+
+
+def test_only_signed_evidence_matches() -> None:
+    signer = _signer()
+    original = (
+        b"From: news@mailroom.test\r\nTo: someone@example.net\r\n"
+        b"Message-ID: <c5.42.AAAAAAAA@mailroom.test>\r\nX-Mailroom-Item: 42\r\n\r\nhi\r\n"
+    )
+    raw = bm.dsn("postmaster@mailroom.test", "someone@example.net", original=original)
+    assert signed_match(analyse(raw).report, raw, signer) is None

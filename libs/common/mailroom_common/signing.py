@@ -10,11 +10,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 Purpose = Literal["unsubscribe", "manage"]
-_PURPOSES: frozenset[str] = frozenset(("unsubscribe", "manage"))
+
+MAX_TOKEN_CHARS = 512
+"""Far longer than any token we sign (about 60 characters); longer input is refused unread."""
+MAX_ADDRESS_CHARS = 320
+_B64_TEXT = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+_PAYLOAD = re.compile(r"([0-9]{1,19}):([ca][0-9]{1,19}):(unsubscribe|manage)", re.ASCII)
+# an item reference: "123" (a campaign item) or "a123" (an autoresponder item)
+ITEM_REF = re.compile(r"a?[0-9]{1,19}", re.ASCII)
+_VERP_LOCAL = re.compile(r"bounces\+(a?[0-9]{1,19})-([a-z2-7]{13})", re.ASCII)
+_MESSAGE_ID = re.compile(
+    r"<?([ca][0-9]{1,19})\.(a?[0-9]{1,19})\.([A-Za-z0-9_-]{8})@[A-Za-z0-9.-]{1,253}>?", re.ASCII
+)
 
 
 class InvalidToken(ValueError):
@@ -26,7 +38,20 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: only the URL-safe alphabet, and only the canonical encoding."""
+    if not _B64_TEXT.fullmatch(text):
+        raise InvalidToken("not URL-safe base64")
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError as error:
+        raise InvalidToken("not URL-safe base64") from error
+    if _b64(data) != text:
+        raise InvalidToken("not the canonical encoding")
+    return data
+
+
+def _b32(mac: bytes) -> str:
+    return base64.b32encode(mac).decode("ascii").rstrip("=").lower()
 
 
 @dataclass(frozen=True)
@@ -50,53 +75,69 @@ class Signer:
         return f"{_b64(payload)}.{_b64(self._mac(self._keys[0], payload, 16))}"
 
     def verify_link_token(self, token: str) -> LinkClaims:
-        try:
-            payload_b64, mac_b64 = token.split(".")
-            payload, mac = _unb64(payload_b64), _unb64(mac_b64)
-        except ValueError as error:
-            raise InvalidToken("malformed token") from error
+        """The claims of a token we signed (current or previous key); InvalidToken for
+        anything else, however malformed: never another exception."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+            raise InvalidToken("malformed token")
+        payload_b64, dot, mac_b64 = token.partition(".")
+        if not dot:
+            raise InvalidToken("malformed token")
+        payload, mac = _unb64(payload_b64), _unb64(mac_b64)
         valid = False
         for key in self._keys:
             valid |= hmac.compare_digest(self._mac(key, payload, 16), mac)
         if not valid:
             raise InvalidToken("bad signature")
-        try:
-            contact, source, purpose = payload.decode("ascii").split(":")
-            if purpose not in _PURPOSES:
-                raise ValueError(purpose)
-            return LinkClaims(int(contact), source, purpose)  # type: ignore[arg-type]
-        except ValueError as error:
-            raise InvalidToken("malformed payload") from error
+        fields = _PAYLOAD.fullmatch(payload.decode("ascii", "replace"))
+        if fields is None:
+            raise InvalidToken("malformed payload")
+        contact, source, purpose = fields.groups()
+        return LinkClaims(int(contact), source, purpose)  # type: ignore[arg-type]
 
     def verp_signature(self, item_ref: str) -> str:
-        mac = self._mac(self._keys[0], f"verp:{item_ref}".encode(), 8)
-        return base64.b32encode(mac).decode("ascii").rstrip("=").lower()
+        return _b32(self._mac(self._keys[0], f"verp:{item_ref}".encode(), 8))
 
     def verp_address(self, item_ref: str, bounce_domain: str) -> str:
         """bounces+<item>-<signature>@<bounce domain>; item_ref is "123" or "a123"."""
         return f"bounces+{item_ref}-{self.verp_signature(item_ref)}@{bounce_domain}"
 
     def verify_verp_address(self, address: str) -> str | None:
-        """The item reference of a VERP address we signed, else None."""
-        local, _, _domain = address.strip("<>").partition("@")
-        tag, plus, rest = local.partition("+")
-        if not plus or tag.lower() != "bounces":
+        """The item reference of a VERP address we signed (current or previous key), else
+        None: also for anything malformed (non-ASCII, over-long, empty), never an error."""
+        if not isinstance(address, str) or len(address) > MAX_ADDRESS_CHARS:
             return None
-        item_ref, dash, signature = rest.rpartition("-")
-        if not dash or not item_ref:
+        local = address.strip().strip("<>").partition("@")[0]
+        if not local.isascii():
             return None
+        found = _VERP_LOCAL.fullmatch(local.lower())
+        if found is None:
+            return None
+        item_ref, signature = found.groups()
         for key in self._keys:
-            expected = (
-                base64.b32encode(self._mac(key, f"verp:{item_ref}".encode(), 8))
-                .decode("ascii")
-                .rstrip("=")
-                .lower()
-            )
-            if hmac.compare_digest(expected, signature.lower()):
+            expected = _b32(self._mac(key, f"verp:{item_ref}".encode(), 8))
+            if hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii")):
                 return item_ref
         return None
 
+    def _message_id_tag(self, key: bytes, item_ref: str, source: str) -> str:
+        return _b64(self._mac(key, f"mid:{source}:{item_ref}".encode(), 6))
+
     def message_id(self, item_ref: str, source: str, domain: str) -> str:
         """Deterministic: the same item always gets the same Message-ID."""
-        tag = _b64(self._mac(self._keys[0], f"mid:{source}:{item_ref}".encode(), 6))
+        tag = self._message_id_tag(self._keys[0], item_ref, source)
         return f"<{source}.{item_ref}.{tag}@{domain}>"
+
+    def verify_message_id(self, message_id: str) -> tuple[str, str] | None:
+        """(source, item reference) of a Message-ID we made (current or previous key), else
+        None: also for anything malformed, never an error."""
+        if not isinstance(message_id, str) or len(message_id) > MAX_ADDRESS_CHARS:
+            return None
+        found = _MESSAGE_ID.fullmatch(message_id.strip())
+        if found is None:
+            return None
+        source, item_ref, tag = found.groups()
+        for key in self._keys:
+            expected = self._message_id_tag(key, item_ref, source)
+            if hmac.compare_digest(expected.encode("ascii"), tag.encode("ascii")):
+                return source, item_ref
+        return None

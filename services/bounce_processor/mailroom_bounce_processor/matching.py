@@ -25,9 +25,6 @@ HEAD_BYTES = 16 * 1024
 """How much of an unparsed message is kept for a person to look at."""
 
 _ENVELOPE_HEADERS = ("x-original-to", "delivered-to", "envelope-to", "x-envelope-to", "to")
-_MESSAGE_ID = re.compile(r"<?([ca]\d+)\.(a?\d+)\.([A-Za-z0-9_-]+)@([^<>\s]+?)>?$")
-# an item reference: "123" (a campaign item) or "a123" (an autoresponder item)
-_ITEM_REF = re.compile(r"^a?\d+$")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
@@ -82,29 +79,20 @@ def envelope_addresses(raw: bytes) -> list[str]:
 
 
 def signed_match(report: BounceReport, raw: bytes, signer: Signer) -> SignedMatch | None:
-    """The campaign item named by evidence only we can produce: a VERP address signed with
-    the deployment's key, or the returned original's deterministic Message-ID."""
+    """The item named by evidence only we can produce: a VERP address signed with the
+    deployment's key (current or previous), or the returned original's Message-ID with its
+    HMAC tag. Nothing else is proof: not the recipient's address, not X-Mailroom-Item."""
     candidates = [report.verp_address] if report.verp_address else []
     candidates += envelope_addresses(raw)
     for address in candidates:
         ref = signer.verify_verp_address(address)
-        if ref is not None and _ITEM_REF.match(ref):
+        if ref is not None:
             return SignedMatch(ref, "verp")
     message_id = report.original_message_id or report.original_headers.get("Message-ID")
     if message_id:
-        match = _MESSAGE_ID.match(message_id.strip())
-        if match:
-            source, item, _tag, domain = match.groups()
-            if signer.message_id(item, source, domain) == f"<{match.group(0).strip('<>')}>":
-                return SignedMatch(item, "message_id")
-    return None
-
-
-def item_header(report: BounceReport) -> str | None:
-    """X-Mailroom-Item of the returned original (unsigned: trusted only with the address)."""
-    for name, value in report.original_headers.items():
-        if name.lower() == "x-mailroom-item" and _ITEM_REF.match(value.strip()):
-            return value.strip()
+        verified = signer.verify_message_id(message_id)
+        if verified is not None:
+            return SignedMatch(verified[1], "message_id")
     return None
 
 

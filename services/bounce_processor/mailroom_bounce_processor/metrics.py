@@ -19,6 +19,12 @@ SUPPRESSIONS = Counter(
     "Addresses suppressed by the bounce processor, by reason.",
     ["reason"],
 )
+UNVERIFIED = Counter(
+    "mailroom_bounces_unverified_total",
+    "Bounced recipients and complaints recorded without proof (no signed VERP address or"
+    " Message-ID of theirs): kept for a person to look at, they change nothing.",
+    ["kind"],
+)
 MAILBOX_ERRORS = Counter(
     "mailroom_bounce_mailbox_errors_total",
     "Failed connections or sessions with the bounce mailbox, by stage"

@@ -1,5 +1,11 @@
 """The effects of one message, in one transaction: the processed-message row (the dedupe key),
-the bounce records, the items, the suppressions; or the unparsed record."""
+the bounce records, the items, the suppressions; or the unparsed record.
+
+Only proof changes a person's state: a bounce or complaint changes an item and suppresses an
+address only when a VERP address or Message-ID signed with our key names the item, and then
+only for that item's own recipient. Every other recipient a message names is recorded
+(`matched_by` null) for a person to look at, and changes nothing: anyone can send mail to the
+bounce mailbox."""
 
 from __future__ import annotations
 
@@ -10,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
-from mailroom_common.bounces import BouncedRecipient
+from mailroom_common.bounces import BouncedRecipient, BounceReport
 from mailroom_common.bounces.models import COMPLAINT, DELAYED, FAILED, HARD, SOFT
 from mailroom_common.events import BounceDetected
 from mailroom_common.runtime_settings import BounceMailbox
 from mailroom_common.signing import Signer
 
-from mailroom_bounce_processor.matching import HEAD_BYTES, Analysis, item_header, signed_match
-from mailroom_bounce_processor.metrics import SUPPRESSIONS
+from mailroom_bounce_processor.matching import HEAD_BYTES, Analysis, SignedMatch, signed_match
+from mailroom_bounce_processor.metrics import SUPPRESSIONS, UNVERIFIED
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +63,6 @@ async def _item(conn: PoolConnectionProxy, item_ref: str) -> dict[str, Any] | No
     return dict(row) if row else None
 
 
-async def _latest_item(conn: PoolConnectionProxy, email: str) -> dict[str, Any] | None:
-    """The most recent email sent to the address, campaign or autoresponder."""
-    where = " WHERE lower(email) = $1 AND status = ANY($2::text[])"
-    row = await conn.fetchrow(
-        f"SELECT * FROM ({CAMPAIGN_ITEM}{where} UNION ALL {AUTORESPONDER_ITEM}{where}) AS sent"
-        " ORDER BY sent_at DESC NULLS LAST, id DESC LIMIT 1",
-        email,
-        list(BOUNCEABLE),
-    )
-    return dict(row) if row else None
-
-
 async def _suppress(conn: PoolConnectionProxy, email: str, reason: str, detail: str) -> None:
     inserted = await conn.fetchval(
         "INSERT INTO suppressions (email, reason, detail) VALUES ($1, $2, $3)"
@@ -79,6 +73,24 @@ async def _suppress(conn: PoolConnectionProxy, email: str, reason: str, detail: 
     )
     if inserted is not None:
         SUPPRESSIONS.labels(reason).inc()
+
+
+def _proven_recipient(
+    report: BounceReport, recipients: list[BouncedRecipient], item: dict[str, Any] | None
+) -> BouncedRecipient | None:
+    """The recipient the signed item's proof is about: the one with the item's address, else
+    the only recipient (an address rewritten by forwarding; the effects still go to the
+    item's own address), else, when the message names nobody, the item's address itself."""
+    if item is None:
+        return None
+    for recipient in recipients:
+        if recipient.address.lower() == item["email"]:
+            return recipient
+    if len(recipients) == 1:
+        return recipients[0]
+    if not recipients:
+        return BouncedRecipient(item["email"], report.action, report.status, None, report.kind)
+    return None
 
 
 class Recorder:
@@ -128,40 +140,38 @@ class Recorder:
     async def _bounces(
         self, conn: PoolConnectionProxy, raw: bytes, analysis: Analysis, mailbox: BounceMailbox
     ) -> list[BounceDetected]:
+        """Effects for the signed item's own recipient; a row and nothing else for the rest.
+        Only the signed item's bounce.detected is published."""
         report = analysis.report
         signed = signed_match(report, raw, self.signer)
-        signed_item = await _item(conn, signed.item_ref) if signed else None
-        header_ref = item_header(report)
-        header_item = await _item(conn, header_ref) if header_ref else None
+        item = await _item(conn, signed.item_ref) if signed else None
         recipients = list(report.recipients)
-        if not recipients and signed_item is not None:
-            recipients = [
-                BouncedRecipient(
-                    signed_item["email"], report.action, report.status, None, report.kind
-                )
-            ]
+        proven = _proven_recipient(report, recipients, item)
         headers = {
             **analysis.headers,
             **{f"original {k}": v for k, v in report.original_headers.items()},
         }
         events: list[BounceDetected] = []
-        for recipient in recipients:
-            email = recipient.address.lower()
-            item: dict[str, Any] | None = None
-            matched_by: str | None = None
-            if signed_item is not None and (signed_item["email"] == email or len(recipients) == 1):
-                item, matched_by = signed_item, signed.matched_by if signed else None
-            elif header_item is not None and header_item["email"] == email:
-                item, matched_by = header_item, "item_header"
-            else:
-                item = await _latest_item(conn, email)
-                matched_by = "recipient" if item else None
-            if item is not None:
-                email = item["email"]
+        if proven is not None and item is not None and signed is not None:
             events.append(
                 await self._one(
-                    conn, analysis, recipient, email, item, matched_by, headers, mailbox
+                    conn, analysis, proven, item["email"], item, signed, headers, mailbox
                 )
+            )
+        for recipient in recipients:
+            if recipient is proven:
+                continue
+            email = recipient.address.lower()
+            unverified = await self._one(
+                conn, analysis, recipient, email, None, None, headers, mailbox
+            )
+            UNVERIFIED.labels(unverified.kind).inc()
+            log.info(
+                "bounce message %s: %s for %s recorded without proof (no signed VERP address"
+                " or Message-ID of its own): nothing changed",
+                analysis.digest[:16],
+                unverified.kind,
+                email,
             )
         return events
 
@@ -172,11 +182,14 @@ class Recorder:
         recipient: BouncedRecipient,
         email: str,
         item: dict[str, Any] | None,
-        matched_by: str | None,
+        signed: SignedMatch | None,
         headers: dict[str, str],
         mailbox: BounceMailbox,
     ) -> BounceDetected:
+        """Record one recipient; change its item and suppress its address only with proof
+        (`item` is the signed item, `email` its address)."""
         report = analysis.report
+        matched_by = signed.matched_by if signed and item else None
         status = recipient.status or report.status
         if report.kind == COMPLAINT:
             kind, action = COMPLAINT, None
@@ -225,8 +238,8 @@ class Recorder:
             _json(headers),
             item["id"] if item and item["item_table"] == "autoresponder_items" else None,
         )
-        # only a bounce matched to an email we sent suppresses: a forged bounce naming any
-        # address cannot silence it
+        # only a bounce proven to be about an email we sent suppresses: a forged bounce
+        # naming any address cannot silence it
         if item is not None and final:
             if kind == HARD:
                 await _suppress(conn, email, "hard_bounce", f"{status or ''} {diagnostic or ''}")

@@ -11,13 +11,15 @@
 The token is the capability (HMAC-signed contact, source and purpose): the forms post to the
 token URL itself, no cookies are set, so there is no session to forge a request against. A
 token that is malformed, tampered with, signed by an unknown key, of the other purpose or for
-a contact that no longer exists gets one and the same 404 page.
+a contact that no longer exists gets one and the same 404 page; so does any other path.
+
+Bodies are limited before they are read (requests.BodyLimit: 413 past 64 KB, declared or
+chunked) and every unreadable request gets a 4xx page saying what was wrong (requests.py).
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
@@ -25,15 +27,26 @@ from mailroom_common.events import ContactUnsubscribed
 from mailroom_common.runtime import Runtime
 from mailroom_common.signing import InvalidToken, LinkClaims, Purpose
 from prometheus_client import Counter
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from mailroom_subscriptions import pages, store
 from mailroom_subscriptions.i18n import choose_language
+from mailroom_subscriptions.requests import (
+    MAX_BODY_BYTES,
+    MAX_FIELDS,
+    BadRequest,
+    BodyLimit,
+    read_form,
+)
 
 log = logging.getLogger(__name__)
 
 PATHS = ("/unsubscribe", "/preferences")
-MAX_BODY_BYTES = 16 * 1024
 INVALID_STATUS = 404
+ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058
+CONFIRM = ("confirm", "yes")  # the confirm button of the unsubscribe page
+ACTIONS = ("save", "everything")
 HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",  # the token is in the URL
@@ -53,30 +66,60 @@ UNSUBSCRIBES = Counter(
     ["how"],
 )
 REFUSED_TOKENS = Counter("mailroom_refused_tokens_total", "Unusable link tokens presented.")
+REFUSED_REQUESTS = Counter(
+    "mailroom_refused_requests_total",
+    "Requests to the public pages refused with a 4xx, by reason (too_large, bad_utf8, ...).",
+    ["reason"],
+)
 
 
 def _html(language: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers={**HEADERS, "Content-Language": language})
 
 
-async def _form(request: Request) -> list[tuple[str, str]] | None:
-    """The url-encoded body's fields; None when it is too large."""
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-        return None
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        return None
-    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=500)
+def _refusal(language: str, error: BadRequest) -> HTMLResponse:
+    REFUSED_REQUESTS.labels(error.reason).inc()
+    page = pages.error(language, error.reason, limit=MAX_BODY_BYTES // 1024, fields=MAX_FIELDS)
+    response = _html(language, page, error.status)
+    if error.status == 413:  # the rest of the body is not read: end the connection
+        response.headers["Connection"] = "close"
+    return response
+
+
+async def _refuse_early(scope: Scope, receive: Receive, send: Send, error: BadRequest) -> None:
+    language = choose_language(Request(scope).headers.get("accept-language"))
+    await _refusal(language, error)(scope, receive, send)
+
+
+def _list_ids(fields: list[tuple[str, str]]) -> set[int]:
+    values = [v for k, v in fields if k == "list"]
+    if not all(v.isascii() and v.isdigit() and len(v) <= 18 for v in values):
+        raise BadRequest(400, "bad_list")
+    return {int(v) for v in values}
 
 
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="Mailroom subscriptions", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, refuse=_refuse_early)
     pool = runtime.pool
     signer = runtime.signer
 
     def language_of(request: Request) -> str:
         return choose_language(request.headers.get("accept-language"))
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, error: BadRequest) -> HTMLResponse:
+        return _refusal(language_of(request), error)
+
+    @app.exception_handler(HTTPException)
+    async def no_such_page(request: Request, error: HTTPException) -> HTMLResponse:
+        """Any other path (e.g. `/unsubscribe/../x`): the invalid-link page; another method:
+        a page saying so."""
+        if error.status_code == INVALID_STATUS:
+            return refused(request)
+        response = _refusal(language_of(request), BadRequest(error.status_code, "method"))
+        response.headers.update(error.headers or {})
+        return response
 
     def refused(request: Request) -> HTMLResponse:
         REFUSED_TOKENS.inc()
@@ -138,8 +181,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         if found is None:
             return refused(request)
         claims, _contact = found
-        fields = await _form(request) or []
-        one_click = ("List-Unsubscribe", "One-Click") in fields
+        fields = await read_form(request)
+        one_click = ONE_CLICK in fields
+        if not one_click and CONFIRM not in fields:
+            raise BadRequest(400, "no_action")
         lists = await store.source_lists(pool, claims.source)
         everything = lists is None
         # a campaign without lists (deleted since): every list of the contact, no suppression
@@ -187,11 +232,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         if found is None:
             return refused(request)
         claims, contact = found
-        fields = await _form(request)
-        if fields is None:
-            language = language_of(request)
-            return _html(language, pages.invalid(language), 413)
-        action = dict(fields).get("action", "save")
+        fields = await read_form(request)
+        actions = [v for k, v in fields if k == "action"]
+        if len(actions) != 1 or actions[0] not in ACTIONS:
+            raise BadRequest(400, "bad_action")
+        action = actions[0]
+        wanted_lists = _list_ids(fields)
         if action == "everything":
             change = await store.unsubscribe(pool, contact.id, None, True, claims.source)
             if change is None:
@@ -201,7 +247,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             await announce(change, claims.source, True)
         else:
             current = {m.list_id for m in await store.memberships(pool, contact.email)}
-            wanted = {int(v) for k, v in fields if k == "list" and v.isdigit()} & current
+            wanted = wanted_lists & current
             change = await store.save_preferences(pool, contact.id, wanted, claims.source)
             if change is None:
                 return refused(request)

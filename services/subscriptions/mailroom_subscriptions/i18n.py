@@ -40,6 +40,26 @@ STRINGS: dict[str, dict[str, str]] = {
             "You unsubscribed from everything: no email is sent to this address. Subscribing"
             " to a list again lifts that."
         ),
+        "error_title": "This request could not be handled",
+        "error_too_large": "The request is too large: at most {limit} KB are accepted.",
+        "error_bad_length": "The request's Content-Length header is not a single number.",
+        "error_too_many_fields": "The form has too many fields: at most {fields} are accepted.",
+        "error_bad_encoding": "The form could not be read: it is not correctly encoded.",
+        "error_bad_utf8": "The form could not be read: it is not valid UTF-8 text.",
+        "error_charset": "The form must be sent as UTF-8.",
+        "error_content_type": (
+            "The form must be sent as application/x-www-form-urlencoded or multipart/form-data."
+        ),
+        "error_no_action": (
+            "The request does not say what to do: a one-click unsubscribe sends"
+            " List-Unsubscribe=One-Click, and the button on the page sends confirm=yes."
+        ),
+        "error_bad_action": (
+            'The request does not say what to do: choose "Save my choices" or'
+            ' "Unsubscribe from everything" on the page.'
+        ),
+        "error_bad_list": "The form names a list that is not a list number.",
+        "error_method": "This page does not accept that kind of request.",
     },
     "fr": {
         "invalid_title": "Ce lien n'est pas valide",
@@ -72,6 +92,29 @@ STRINGS: dict[str, dict[str, str]] = {
             "Vous vous êtes désabonné de tout : aucun e-mail n'est envoyé à cette adresse."
             " Vous abonner de nouveau à une liste lève ce blocage."
         ),
+        "error_title": "Cette demande n'a pas pu être traitée",
+        "error_too_large": "La demande est trop grande : {limit} Ko au plus sont acceptés.",
+        "error_bad_length": "L'en-tête Content-Length de la demande n'est pas un nombre unique.",
+        "error_too_many_fields": (
+            "Le formulaire a trop de champs : {fields} au plus sont acceptés."
+        ),
+        "error_bad_encoding": "Le formulaire est illisible : il n'est pas correctement encodé.",
+        "error_bad_utf8": "Le formulaire est illisible : ce n'est pas du texte UTF-8 valide.",
+        "error_charset": "Le formulaire doit être envoyé en UTF-8.",
+        "error_content_type": (
+            "Le formulaire doit être envoyé en application/x-www-form-urlencoded ou"
+            " multipart/form-data."
+        ),
+        "error_no_action": (
+            "La demande ne dit pas quoi faire : un désabonnement en un clic envoie"
+            " List-Unsubscribe=One-Click, et le bouton de la page envoie confirm=yes."
+        ),
+        "error_bad_action": (
+            "La demande ne dit pas quoi faire : choisissez « Enregistrer mes choix » ou"
+            " « Me désabonner de tout » sur la page."
+        ),
+        "error_bad_list": "Le formulaire désigne une liste qui n'est pas un numéro de liste.",
+        "error_method": "Cette page n'accepte pas ce type de demande.",
     },
     "de": {
         "invalid_title": "Dieser Link ist ungültig",
@@ -104,6 +147,29 @@ STRINGS: dict[str, dict[str, str]] = {
             "Sie haben sich von allem abgemeldet: an diese Adresse wird nichts gesendet. Ein"
             " erneutes Abonnieren einer Liste hebt das auf."
         ),
+        "error_title": "Diese Anfrage konnte nicht bearbeitet werden",
+        "error_too_large": "Die Anfrage ist zu groß: höchstens {limit} KB werden angenommen.",
+        "error_bad_length": "Der Content-Length-Header der Anfrage ist keine einzelne Zahl.",
+        "error_too_many_fields": (
+            "Das Formular hat zu viele Felder: höchstens {fields} werden angenommen."
+        ),
+        "error_bad_encoding": "Das Formular ist unlesbar: es ist nicht korrekt kodiert.",
+        "error_bad_utf8": "Das Formular ist unlesbar: es ist kein gültiger UTF-8-Text.",
+        "error_charset": "Das Formular muss als UTF-8 gesendet werden.",
+        "error_content_type": (
+            "Das Formular muss als application/x-www-form-urlencoded oder"
+            " multipart/form-data gesendet werden."
+        ),
+        "error_no_action": (
+            "Die Anfrage sagt nicht, was zu tun ist: eine Ein-Klick-Abmeldung sendet"
+            " List-Unsubscribe=One-Click, die Schaltfläche der Seite sendet confirm=yes."
+        ),
+        "error_bad_action": (
+            "Die Anfrage sagt nicht, was zu tun ist: wählen Sie auf der Seite"
+            " „Auswahl speichern“ oder „Von allem abmelden“."
+        ),
+        "error_bad_list": "Das Formular nennt eine Liste, die keine Listennummer ist.",
+        "error_method": "Diese Seite nimmt diese Art von Anfrage nicht an.",
     },
 }
 

@@ -59,6 +59,13 @@ def invalid(language: str) -> str:
     return _page(language, text["invalid_title"], f"<p>{escape(text['invalid_body'])}</p>\n")
 
 
+def error(language: str, reason: str, **values: object) -> str:
+    """A refused request: what was wrong, in words a person can act on."""
+    text = strings(language)
+    message = text.get(f"error_{reason}", text["error_title"]).format(**values)
+    return _page(language, text["error_title"], f'<p role="alert">{escape(message)}</p>\n')
+
+
 def unsubscribe_form(
     language: str, email: str, list_names: Sequence[str], everything: bool, manage_url: str
 ) -> str:

@@ -25,6 +25,30 @@ class SesNotification:
     notification_type: str
     """``bounce`` | ``complaint`` | ``delivery`` | other lower-cased SES type."""
     recipients: tuple[SesRecipient, ...]
+    source: str | None = None
+    """``mail.source``: the envelope sender of the original (our VERP address, when ours)."""
+    message_id: str | None = None
+    """The original's Message-ID (``mail.commonHeaders.messageId`` or ``mail.headers``)."""
+
+
+def _text(value: Any) -> str | None:
+    return value.strip()[:500] if isinstance(value, str) and value.strip() else None
+
+
+def _original_of(event: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(source, Message-ID) of the original email an SES notification is about."""
+    mail = event.get("mail")
+    if not isinstance(mail, dict):
+        return None, None
+    common = mail.get("commonHeaders")
+    message_id = _text(common.get("messageId")) if isinstance(common, dict) else None
+    headers = mail.get("headers")
+    if message_id is None and isinstance(headers, list):
+        for header in headers[:200]:
+            if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
+                message_id = _text(header.get("value"))
+                break
+    return _text(mail.get("source")), message_id
 
 
 def _json_objects(text: str) -> list[dict[str, Any]]:
@@ -92,5 +116,5 @@ def parse_ses(text: str) -> SesNotification | None:
                     address = extract_address(str(item.get("emailAddress", "")))
                     if address:
                         recipients.append(SesRecipient(address, "", None, None, None))
-        return SesNotification(kind, tuple(recipients))
+        return SesNotification(kind, tuple(recipients), *_original_of(event))
     return None

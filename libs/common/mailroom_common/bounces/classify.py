@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from email.message import Message
 
 from . import amazonses, arf, autoreply, dsn, heuristics
@@ -104,6 +105,17 @@ def _addressing_status(status: str | None) -> bool:
 
 
 def _from_ses(ctx: MessageContext, ses: amazonses.SesNotification) -> BounceReport:
+    """The notification's report, with the original's envelope sender and Message-ID as
+    the evidence of which email it is about (verified by the caller, like any other)."""
+    report = _ses_report(ctx, ses)
+    return replace(
+        report,
+        verp_address=report.verp_address or ses.source,
+        original_message_id=report.original_message_id or ses.message_id,
+    )
+
+
+def _ses_report(ctx: MessageContext, ses: amazonses.SesNotification) -> BounceReport:
     if ses.notification_type == "bounce" and ses.recipients:
         recipients = [
             BouncedRecipient(r.address, r.action, r.status, r.diagnostic, r.kind)
