@@ -108,6 +108,8 @@ def problems_of(error: ValidationError) -> list[FieldProblem]:
     problems = []
     for item in error.errors(include_input=False, include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "(body)"
+        if len(field) > 100 or not field.isprintable():  # an unknown key is the sender's text
+            field = repr(field[:100])
         problems.append(FieldProblem(field, _problem_text(dict(item))))
     return problems
 

@@ -18,10 +18,10 @@ from mailroom_common.rendering.errors import RecipientProblem, TemplateProblem
 
 NAME = "unsubscribe_url"
 MISSING = (
-    "must output the unsubscribe link {{ unsubscribe_url }} for every recipient: on its own,"
-    " outside any {% if %}, {% for %}, macro, call, filter or set block and outside HTML"
-    " comments (every campaign and autoresponder email must carry a working unsubscribe link:"
-    " CAN-SPAM, GDPR, RFC 8058)"
+    "must contain the unsubscribe link {{ unsubscribe_url }}, output for every recipient:"
+    " on its own, outside any {% if %}, {% for %}, macro, call, filter or set block and"
+    " outside HTML comments (every campaign and autoresponder email must carry a working"
+    " unsubscribe link: CAN-SPAM, GDPR, RFC 8058)"
 )
 REASSIGNED = "must not assign to unsubscribe_url (it is each recipient's own link)"
 NOT_RENDERED = "the rendered message lacks this recipient's unsubscribe link, so it was not sent"
