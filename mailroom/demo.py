@@ -257,14 +257,19 @@ def run_campaign(settings: Settings, contacts: int) -> dict[str, Any] | None:
 
 
 def run_demo(contacts: int) -> int:
+    # a demo on a laptop, in a database of its own: development mode (warns loudly when the
+    # public development keys are in use), for this process and the services it starts
+    os.environ.setdefault("MAILROOM_ENVIRONMENT", "development")
     settings = demo_settings()
+    settings.warn_about_keys()
     final = run_campaign(settings, contacts)
     if final is None:
         return 1
     print_summary(final)
     console.print(
         f"services log: {final['log']}; inspect with "
-        f"MAILROOM_DATABASE_URL={settings.database_url} mailroom campaign status {final['id']}"
+        f"MAILROOM_ENVIRONMENT={settings.environment} MAILROOM_DATABASE_URL={settings.database_url}"
+        f" mailroom campaign status {final['id']}"
     )
     ok = final["status"] == "completed" and final["counts"].get("sent", 0) == contacts
     return 0 if ok else 1
