@@ -53,6 +53,10 @@ def _free_port() -> int:
 
 
 def demo_settings(database: str = DEMO_DATABASE, prefix: str = DEMO_PREFIX) -> Settings:
+    """The demo's (and the benchmark's) settings: a database of its own, development mode
+    unless MAILROOM_ENVIRONMENT says otherwise (for this process and the services it starts),
+    so the development keys may be used, with a loud warning."""
+    os.environ.setdefault("MAILROOM_ENVIRONMENT", "development")
     base = Settings()
     url = urlsplit(base.database_url)
     return base.model_copy(
@@ -257,9 +261,6 @@ def run_campaign(settings: Settings, contacts: int) -> dict[str, Any] | None:
 
 
 def run_demo(contacts: int) -> int:
-    # a demo on a laptop, in a database of its own: development mode (warns loudly when the
-    # public development keys are in use), for this process and the services it starts
-    os.environ.setdefault("MAILROOM_ENVIRONMENT", "development")
     settings = demo_settings()
     settings.warn_about_keys()
     final = run_campaign(settings, contacts)
