@@ -20,6 +20,7 @@ from mailroom_common.logs import configure_logging
 from mailroom_common.migrate import migrate as apply_migrations
 from mailroom_common.runner import ServiceProcess
 from mailroom_common.settings import Settings
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -83,6 +84,7 @@ def run(
         raise _fail(f"unknown service(s) {', '.join(unknown)}; known: all, {', '.join(SERVICES)}")
     settings = Settings()
     configure_logging(settings.log_level)
+    settings.warn_about_keys()
     process = ServiceProcess(settings, {n: SERVICES[n] for n in names})
     try:
         import uvloop
@@ -580,6 +582,17 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except ValidationError as error:  # the deployment settings (environment) are wrong
+        if error.title != Settings.__name__:
+            raise
+        for problem in error.errors(include_input=False, include_url=False):
+            where = "_".join(str(part) for part in problem["loc"]).upper()
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            errors.print(
+                f"[red]error:[/red] {escape(f'MAILROOM_{where}: ' if where else '')}"
+                f"{escape(message)}"
+            )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

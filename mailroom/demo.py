@@ -53,6 +53,10 @@ def _free_port() -> int:
 
 
 def demo_settings(database: str = DEMO_DATABASE, prefix: str = DEMO_PREFIX) -> Settings:
+    """The demo's (and the benchmark's) settings: a database of its own, development mode
+    unless MAILROOM_ENVIRONMENT says otherwise (for this process and the services it starts),
+    so the development keys may be used, with a loud warning."""
+    os.environ.setdefault("MAILROOM_ENVIRONMENT", "development")
     base = Settings()
     url = urlsplit(base.database_url)
     return base.model_copy(
@@ -258,13 +262,15 @@ def run_campaign(settings: Settings, contacts: int) -> dict[str, Any] | None:
 
 def run_demo(contacts: int) -> int:
     settings = demo_settings()
+    settings.warn_about_keys()
     final = run_campaign(settings, contacts)
     if final is None:
         return 1
     print_summary(final)
     console.print(
         f"services log: {final['log']}; inspect with "
-        f"MAILROOM_DATABASE_URL={settings.database_url} mailroom campaign status {final['id']}"
+        f"MAILROOM_ENVIRONMENT={settings.environment} MAILROOM_DATABASE_URL={settings.database_url}"
+        f" mailroom campaign status {final['id']}"
     )
     ok = final["status"] == "completed" and final["counts"].get("sent", 0) == contacts
     return 0 if ok else 1

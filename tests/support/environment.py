@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,6 +27,12 @@ from tests.support.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_SERVER = os.environ.get("MAILROOM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 RABBITMQ_URL = os.environ.get("MAILROOM_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
+# keys of this test run only (never the public development keys): tests/conftest.py puts them in
+# os.environ, so that Settings() read anywhere in the tests agrees with every installation
+RUN_KEYS = {
+    "MAILROOM_SIGNING_KEY": secrets.token_urlsafe(48),
+    "MAILROOM_SETTINGS_KEY": secrets.token_urlsafe(48),
+}
 
 
 def _settings_from(env: dict[str, str]) -> Settings:
@@ -56,6 +63,8 @@ class Installation:
             "MAILROOM_SWEEP_INTERVAL_SECONDS": "1",
             "MAILROOM_LOG_LEVEL": "INFO",
             "MAILROOM_GRACEFUL_TIMEOUT_SECONDS": "20",
+            "MAILROOM_ENVIRONMENT": "production",
+            **RUN_KEYS,
         }
         self.env.update({f"MAILROOM_{k.upper()}": str(v) for k, v in overrides.items()})
         self.settings = _settings_from(self.env)

@@ -192,7 +192,10 @@ def test_empty_text_part_gets_just_the_footer() -> None:
 
 
 def test_empty_footers_add_nothing() -> None:
-    text, html = parts(parse(render(content(text="Hi", text_footer="", html_footer=""))))
+    compiled = compile_message(
+        content(text="Hi", text_footer="", html_footer=""), require_unsubscribe_link=False
+    )
+    text, html = parts(parse(compiled.render(recipient())))
     assert text == "Hi\n"
     assert html.rstrip("\n").endswith("</table>\n</body></html>")
 

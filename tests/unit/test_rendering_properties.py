@@ -23,7 +23,8 @@ COMPILED = compile_message(
         text_footer="",
         html_footer="",
         extra_headers=(),
-    )
+    ),
+    require_unsubscribe_link=False,
 )
 
 LINE_BREAKS = {"\n": " ", "\r": " ", "\t": " ", "\x85": " ", "\u2028": " ", "\u2029": " "}
@@ -123,7 +124,8 @@ def test_merge_fields_survive_the_derived_text(words: list[str], value: str) -> 
             from_email="news@shop.example",
             text_footer="",
             html_footer="",
-        )
+        ),
+        require_unsubscribe_link=False,
     )
     text, _ = parts(parse(compiled.render(person("", "", "", value=value))))
     assert " ".join(text.split()) == " ".join(" ".join([*words, value]).split())

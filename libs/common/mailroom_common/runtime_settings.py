@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from asyncpg.pool import Pool
 from cryptography.fernet import Fernet, InvalidToken
+from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from mailroom_common.urls import is_one_click_url
@@ -28,23 +30,70 @@ DEFAULT_HTML_FOOTER = (
 )
 
 
+# --- value rules shared by the groups (every value has a size limit) ---------------------------
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_TEMPLATE_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # all but \t \n \r
+_HOST = re.compile(r"[A-Za-z0-9.:_\[\]-]+")
+
+
+def one_line(value: str) -> str:
+    if _CONTROLS.search(value):
+        raise ValueError("must not contain line breaks or other control characters")
+    return value
+
+
+def template_text(value: str) -> str:
+    if _TEMPLATE_CONTROLS.search(value):
+        raise ValueError("must not contain control characters other than tabs and line breaks")
+    return value
+
+
+def host_name(value: str) -> str:
+    if not _HOST.fullmatch(value):
+        raise ValueError("must be a host name or an IP address")
+    return value
+
+
+def from_address(value: str) -> str:
+    """An address for From headers: plain ASCII (no SMTPUTF8), checked by email-validator."""
+    one_line(value)
+    try:
+        validate_email(
+            value, check_deliverability=False, allow_smtputf8=False, test_environment=True
+        )
+    except EmailNotValidError as error:
+        raise ValueError(f"not a valid email address: {error}") from None
+    return value
+
+
+OneLine = Annotated[str, Field(max_length=200), AfterValidator(one_line)]
+Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(host_name)]
+Username = Annotated[str, Field(max_length=320), AfterValidator(one_line)]
+Password = Annotated[SecretStr, Field(max_length=1024)]
+FromAddress = Annotated[str, Field(max_length=320), AfterValidator(from_address)]
+Footer = Annotated[str, Field(max_length=65_536), AfterValidator(template_text)]
+
+
 class SmtpAccount(BaseModel):
     """The global SMTP account every campaign and autoresponder goes through."""
 
     model_config = ConfigDict(extra="forbid")
     group: Literal["smtp"] = "smtp"
 
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(default=25, ge=1, le=65535)
     security: Literal["none", "starttls", "tls"] = "none"
-    username: str = ""
-    password: SecretStr = SecretStr("")
+    username: Username = ""
+    password: Password = SecretStr("")
     verify_certificates: bool = True
-    from_name: str = "Mailroom"
-    from_email: str = "news@mailroom.test"
+    from_name: OneLine = "Mailroom"
+    from_email: FromAddress = "news@mailroom.test"
     pool_size: int = Field(default=8, ge=1, le=200)
-    messages_per_second: float = Field(default=0, ge=0, description="0 means no limit.")
-    timeout_seconds: float = Field(default=30, gt=0)
+    messages_per_second: float = Field(
+        default=0, ge=0, le=100_000, allow_inf_nan=False, description="0 means no limit."
+    )
+    timeout_seconds: float = Field(default=30, gt=0, le=3600, allow_inf_nan=False)
 
 
 def check_public_base_url(url: str) -> str:
@@ -59,25 +108,27 @@ class MarketingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     group: Literal["marketing"] = "marketing"
 
-    text_footer: str = DEFAULT_TEXT_FOOTER
-    html_footer: str = DEFAULT_HTML_FOOTER
-    public_base_url: Annotated[str, AfterValidator(check_public_base_url)] = "http://127.0.0.1:8080"
+    text_footer: Footer = DEFAULT_TEXT_FOOTER
+    html_footer: Footer = DEFAULT_HTML_FOOTER
+    public_base_url: Annotated[
+        str, Field(max_length=2000), AfterValidator(one_line), AfterValidator(check_public_base_url)
+    ] = "http://127.0.0.1:8080"
 
 
 class BounceMailbox(BaseModel):
     model_config = ConfigDict(extra="forbid")
     group: Literal["bounce"] = "bounce"
 
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(default=143, ge=1, le=65535)
     security: Literal["none", "starttls", "tls"] = "tls"
-    username: str = ""
-    password: SecretStr = SecretStr("")
+    username: Username = ""
+    password: Password = SecretStr("")
     verify_certificates: bool = True
-    folder: str = "INBOX"
-    poll_interval_seconds: float = Field(default=60, gt=0)
-    soft_bounce_threshold: int = Field(default=3, ge=1)
-    soft_bounce_window_days: int = Field(default=7, ge=1)
+    folder: OneLine = "INBOX"
+    poll_interval_seconds: float = Field(default=60, gt=0, le=86_400, allow_inf_nan=False)
+    soft_bounce_threshold: int = Field(default=3, ge=1, le=1000)
+    soft_bounce_window_days: int = Field(default=7, ge=1, le=3650)
 
 
 GroupModel = TypeVar("GroupModel", SmtpAccount, MarketingSettings, BounceMailbox)

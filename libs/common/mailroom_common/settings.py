@@ -6,14 +6,33 @@ live in PostgreSQL instead: see `runtime_settings`.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+DEVELOPMENT_SIGNING_KEY = "mailroom-development-signing-key-change-me"
+DEVELOPMENT_SETTINGS_KEY = "mailroom-development-settings-key-change-me"
+DEVELOPMENT_KEYS = frozenset({DEVELOPMENT_SIGNING_KEY, DEVELOPMENT_SETTINGS_KEY})
+MIN_KEY_LENGTH = 32
+GENERATE_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+# the keys checked against the deployment mode: field -> its environment variable
+KEYS = {"signing_key": "MAILROOM_SIGNING_KEY", "settings_key": "MAILROOM_SETTINGS_KEY"}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAILROOM_", extra="ignore")
+
+    environment: Literal["production", "development"] = Field(
+        default="production",
+        description="Deployment mode. Outside development every process refuses to start"
+        " without a signing key and a settings key of its own (never the public development"
+        " keys, at least 32 characters); in development those are used with a loud warning.",
+    )
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/mailroom"
     database_pool_size: int = Field(default=10, ge=2, le=200)
@@ -45,9 +64,9 @@ class Settings(BaseSettings):
         description="Age after which a stuck item or page is handed over again.",
     )
 
-    signing_key: SecretStr = SecretStr("mailroom-development-signing-key-change-me")
+    signing_key: SecretStr = SecretStr(DEVELOPMENT_SIGNING_KEY)
     settings_key: SecretStr = Field(
-        default=SecretStr("mailroom-development-settings-key-change-me"),
+        default=SecretStr(DEVELOPMENT_SETTINGS_KEY),
         description="Encrypts the SMTP and IMAP passwords stored in the database.",
     )
     admin_token: SecretStr | None = Field(
@@ -65,6 +84,43 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
     graceful_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _keys_fit_the_environment(self) -> Settings:
+        problems = self.key_problems()
+        if problems and self.environment != "development":
+            raise ValueError(
+                "refusing to start: "
+                + "; ".join(problems)
+                + f". Generate a key with: {GENERATE_KEY} (or, on a laptop only, set"
+                " MAILROOM_ENVIRONMENT=development)"
+            )
+        return self
+
+    def key_problems(self) -> list[str]:
+        """What is wrong with the keys, naming each variable (empty when both are fine)."""
+        problems = []
+        for name, variable in KEYS.items():
+            key: SecretStr = getattr(self, name)
+            value = key.get_secret_value()
+            if value in DEVELOPMENT_KEYS:
+                problems.append(f"{variable} is not set (the public development key is in use)")
+            elif len(value) < MIN_KEY_LENGTH:
+                problems.append(f"{variable} is shorter than {MIN_KEY_LENGTH} characters")
+        previous = self.signing_key_previous
+        if previous is not None and previous.get_secret_value() in DEVELOPMENT_KEYS:
+            problems.append("MAILROOM_SIGNING_KEY_PREVIOUS is the public development key")
+        return problems
+
+    def warn_about_keys(self) -> None:
+        """In development, say loudly at start which keys anyone can forge with."""
+        for problem in self.key_problems():
+            log.warning(
+                "DEVELOPMENT MODE (MAILROOM_ENVIRONMENT=development): %s: anyone can forge"
+                " unsubscribe links and read stored passwords; never use this outside a"
+                " laptop or a demo",
+                problem,
+            )
 
 
 @lru_cache(maxsize=1)

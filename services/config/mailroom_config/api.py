@@ -13,6 +13,7 @@ else is read); /docs and /openapi.json describe the API and are public.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -35,7 +36,7 @@ from mailroom_common.runtime_settings import (
     SmtpAccount,
 )
 from pydantic import BaseModel, Field, SecretStr
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailroom_config import checks
 from mailroom_config.groups import (
@@ -61,6 +62,8 @@ TOKEN_NOT_SET = (
     " (set it, restart the service, then call with 'Authorization: Bearer <token>')"
 )
 BAD_TOKEN = "missing or wrong bearer token (Authorization: Bearer <MAILROOM_ADMIN_TOKEN>)"
+MAX_BODY_BYTES = 1024 * 1024  # two 64 KB footers, escaped, fit with room to spare
+TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES:,} bytes"
 
 
 # --- what the API answers (also its OpenAPI document) -------------------------------------
@@ -203,6 +206,56 @@ class AdminAuth:
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="mailroom-admin"'},
             )
+        await response(scope, receive, send)
+
+
+class BodyLimit:
+    """Reads a request body up to MAX_BODY_BYTES before the app sees it (a declared
+    Content-Length or a chunked body alike) and answers 413 past that, without reading on."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": TOO_LARGE}, status_code=413, headers={"Connection": "close"}
+        )
         await response(scope, receive, send)
 
 
@@ -375,7 +428,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         actor = _actor(x_mailroom_actor)
         try:
             changes = json.loads(await request.body() or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Invalid([FieldProblem("(body)", "not valid JSON")]) from None
         if not isinstance(changes, dict):
             raise Invalid(
@@ -388,7 +441,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                 "SELECT pg_advisory_xact_lock(hashtext($1))", f"mailroom.settings.{group}"
             )
             current_value, version = await load_group(rt.settings_store, group)
-            new_value = merge(group, current_value, changes, rt.settings)
+            # off the event loop: checking the footers compiles and trial-renders them
+            new_value = await asyncio.to_thread(merge, group, current_value, changes, rt.settings)
             if plain(new_value) == plain(current_value):
                 return ChangeResult(
                     group=group,
@@ -487,7 +541,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         return ActionResult(ok=result.ok, reply=result.reply)
 
     token = runtime.settings.admin_token if runtime is not None else None
-    app.add_middleware(AdminAuth, token=token)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(AdminAuth, token=token)  # the outermost: nothing is read before it
     return app
 
 

@@ -3,10 +3,15 @@
 Items move pending -> queued only after their batch is confirmed by the broker, so a crash
 loses nothing: the page is redelivered and the items still pending are rendered again (a
 batch published twice is harmless: the sender claims each item once).
+
+Compiling and rendering run in a worker thread (``asyncio.to_thread``): a slow template delays
+its own page, never the event loop. A template that hits a rendering limit (time, size) for
+``LIMIT_FAILURES`` recipients of a page fails its campaign with the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from asyncpg import Record
@@ -28,6 +33,8 @@ from mailroom_common.runtime_settings import MarketingSettings
 from mailroom_message_processor.campaign_content import compile_campaign
 
 log = logging.getLogger(__name__)
+
+LIMIT_FAILURES = 3  # recipients of one page for whom the template hit a rendering limit
 
 PENDING_ITEMS = """
 SELECT i.id, i.email, i.contact_id, c.first_name, c.last_name, c.attributes
@@ -68,12 +75,16 @@ class MessageProcessor:
             return  # cancelled or failed: its open items were closed with it
         marketing, version = await self._marketing()
         try:
-            compiled = self._compiled_for(campaign, marketing, version)
+            compiled = await asyncio.to_thread(self._compiled_for, campaign, marketing, version)
         except TemplateProblem as problem:
             await self._fail_campaign(campaign["id"], str(problem))
             return
         rows = await runtime.pool.fetch(PENDING_ITEMS, page.item_ids, page.campaign_id)
-        emails, failures = self._render(campaign, compiled, marketing, rows)
+        rendered = await asyncio.to_thread(self._render, campaign, compiled, marketing, rows)
+        if isinstance(rendered, str):
+            await self._fail_campaign(campaign["id"], rendered)
+            return
+        emails, failures = rendered
         batch_size = runtime.settings.batch_size
         for start in range(0, len(emails), batch_size):
             chunk = emails[start : start + batch_size]
@@ -115,12 +126,15 @@ class MessageProcessor:
         compiled: CompiledMessage,
         marketing: MarketingSettings,
         rows: list[Record],
-    ) -> tuple[list[OutboundEmail], dict[int, str]]:
+    ) -> tuple[list[OutboundEmail], dict[int, str]] | str:
+        """The page's emails and its items that failed (id -> reason), or why the whole
+        campaign fails (a template that hit a rendering limit again and again)."""
         settings, signer = self.runtime.settings, self.runtime.signer
         base_url = marketing.public_base_url.rstrip("/")
         source = f"c{campaign['id']}"
         emails: list[OutboundEmail] = []
         failures: dict[int, str] = {}
+        limits_hit = 0
         for row in rows:
             try:
                 email = render_outbound(
@@ -135,6 +149,12 @@ class MessageProcessor:
             except RecipientProblem as problem:
                 RENDER_FAILURES.labels("recipient").inc()
                 failures[row["id"]] = f"rendering failed: {problem}"
+                limits_hit += problem.limit
+                if limits_hit >= LIMIT_FAILURES:
+                    return (
+                        f"the template hit a rendering limit for {limits_hit} recipients"
+                        f" ({problem}); make its loops and values smaller"
+                    )
                 continue
             emails.append(email)
         EMAILS_RENDERED.labels("campaign").inc(len(emails))

@@ -23,11 +23,16 @@ class RecipientProblem(Exception):
 
     ``str(e)`` says why without quoting merge-field values or URLs (they may be personal data or
     carry tokens); the original exception is deliberately not chained for the same reason.
+    ``limit`` is True when the template hit a rendering limit (time or size) for this
+    recipient: a template that does so again and again is the campaign's problem.
     """
 
-    def __init__(self, part: str, problem: str, line: int | None = None) -> None:
+    def __init__(
+        self, part: str, problem: str, line: int | None = None, *, limit: bool = False
+    ) -> None:
         self.part = part
         self.line = line
         self.problem = problem
+        self.limit = limit
         where = part if line is None else f"{part}, line {line}"
         super().__init__(f"{where}: {problem}")

@@ -14,13 +14,22 @@ from mailroom_common.rendering import headers
 from mailroom_common.rendering.css import inline_css, normalize_body_end
 from mailroom_common.rendering.errors import RecipientProblem, TemplateProblem
 from mailroom_common.rendering.html_text import html_to_text_template
+from mailroom_common.rendering.limits import (
+    COMPILE_SECONDS,
+    RENDER_SECONDS,
+    LimitExceeded,
+    TookTooLong,
+    budget,
+)
 from mailroom_common.rendering.mime import BodyEncoder, Skeleton, mostly_non_ascii, new_boundary
 from mailroom_common.rendering.model import MessageContent, Recipient
 from mailroom_common.rendering.templates import (
     HTML,
+    HTML_ENVIRONMENT,
     HTML_FOOTER,
     SUBJECT,
     TEXT,
+    TEXT_ENVIRONMENT,
     TEXT_FOOTER,
     Fields,
     Part,
@@ -32,6 +41,7 @@ from mailroom_common.rendering.templates import (
     render_part,
     render_pieces,
 )
+from mailroom_common.rendering.unsubscribe_link import check_footer, check_rendered
 from mailroom_common.urls import is_one_click_url
 
 logger = logging.getLogger(__name__)
@@ -60,15 +70,30 @@ SAMPLE_RECIPIENT = Recipient(
 
 
 def compile_message(
-    content: MessageContent, context: Mapping[str, Any] | None = None
+    content: MessageContent,
+    context: Mapping[str, Any] | None = None,
+    *,
+    require_unsubscribe_link: bool = True,
 ) -> CompiledMessage:
     """Compile a message once per campaign; raise TemplateProblem if no recipient could get it.
 
-    Compiles every template in the sandbox (autoescape for the HTML parts only), inlines the
-    CSS of the HTML once, derives the text template from the HTML when ``content.text`` is None,
-    builds the headers and MIME skeleton shared by every recipient, and trial-renders with a
-    sample contact. ``context`` holds extra template globals (e.g. ``campaign``).
+    Compiles every template in the sandbox (autoescape for the HTML parts only), checks that
+    both footers give every recipient their unsubscribe link, inlines the CSS of the HTML once,
+    derives the text template from the HTML when ``content.text`` is None, builds the headers
+    and MIME skeleton shared by every recipient, and trial-renders with a sample contact.
+    ``context`` holds extra template globals (e.g. ``campaign``). Takes at most
+    ``COMPILE_SECONDS``; call it off the event loop.
+    ``require_unsubscribe_link=False`` is for tests of rendering alone.
     """
+    try:
+        return budget(COMPILE_SECONDS, lambda: _compile(content, context, require_unsubscribe_link))
+    except TookTooLong as error:
+        raise TemplateProblem("message", str(error.message)) from None
+
+
+def _compile(
+    content: MessageContent, context: Mapping[str, Any] | None, require_link: bool
+) -> CompiledMessage:
     globals_ = dict(context or {})
     static_headers = _static_headers(content)
     subject = compile_part(SUBJECT, content.subject, html=False, context=globals_)
@@ -80,6 +105,9 @@ def compile_message(
     )
     text_footer = compile_part(TEXT_FOOTER, content.text_footer, html=False, context=globals_)
     html_footer = compile_part(HTML_FOOTER, content.html_footer, html=True, context=globals_)
+    if require_link:
+        check_footer(TEXT_ENVIRONMENT, TEXT_FOOTER, content.text_footer, html=False)
+        check_footer(HTML_ENVIRONMENT, HTML_FOOTER, content.html_footer, html=True)
     html = _final_html(content.html, html_written, globals_)
     if text is None:
         text = _derived_text(content.html, html_written, globals_)
@@ -93,6 +121,7 @@ def compile_message(
         skeleton=Skeleton.build(new_boundary()),
         html_encoder=_encoder(html, _body_end_splits(html.constants)),
         text_encoder=_encoder(text, {constant.rstrip() for constant in text.constants}),
+        require_link=require_link,
     )
     message.trial_render()
     return message
@@ -106,6 +135,7 @@ class CompiledMessage:
         "_html",
         "_html_encoder",
         "_html_footer",
+        "_require_link",
         "_skeleton",
         "_static_headers",
         "_subject",
@@ -126,6 +156,7 @@ class CompiledMessage:
         skeleton: Skeleton,
         html_encoder: BodyEncoder,
         text_encoder: BodyEncoder,
+        require_link: bool,
     ) -> None:
         self._subject = subject
         self._html = html
@@ -136,34 +167,50 @@ class CompiledMessage:
         self._skeleton = skeleton
         self._html_encoder = html_encoder
         self._text_encoder = text_encoder
+        self._require_link = require_link
         self._date = headers.DateHeader()
 
     def render(self, recipient: Recipient) -> bytes:
         """The whole RFC 5322 message for ``recipient``: CRLF line endings, 7-bit clean.
 
-        Raises RecipientProblem when this recipient's data cannot be rendered.
+        Raises RecipientProblem when this recipient's data cannot be rendered, or when the
+        template hits a rendering limit for it (``limit`` set), for instance more than
+        ``RENDER_SECONDS``: call it off the event loop.
         """
+        try:
+            return budget(RENDER_SECONDS, lambda: self._render_or_explain(recipient))
+        except TookTooLong as error:
+            raise RecipientProblem("message", describe(error), limit=True) from None
+
+    def _render_or_explain(self, recipient: Recipient) -> bytes:
         variables = _variables(recipient)
         try:
             return self._render(recipient, variables)
         except PartFailed as failure:
             part, line = locate(failure, variables)
-            raise RecipientProblem(part, describe(failure.error), line) from None
+            limit = isinstance(failure.error, LimitExceeded)
+            raise RecipientProblem(part, describe(failure.error), line, limit=limit) from None
 
     def trial_render(self) -> None:
         """Render every part for a sample contact; raise TemplateProblem for an error that
-        does not depend on the data (a sandbox refusal, a Jinja runtime error)."""
+        does not depend on the data (a sandbox refusal, a rendering limit, a Jinja runtime
+        error)."""
         variables = _variables(SAMPLE_RECIPIENT)
         for part in (self._subject, self._html, self._text, self._text_footer, self._html_footer):
             try:
-                render_part(part, variables)
+                budget(RENDER_SECONDS, lambda part=part: render_part(part, variables))  # type: ignore[misc]
+            except TookTooLong as error:
+                raise TemplateProblem(part.name, describe(error)) from None
             except PartFailed as failure:
                 if fails_every_recipient(failure.error):
                     name, line = locate(failure, variables)
                     raise TemplateProblem(name, describe(failure.error), line) from None
         # a failure here depends on the data: the sample contact cannot stand for real ones
-        with contextlib.suppress(PartFailed, RecipientProblem):
-            self._render(SAMPLE_RECIPIENT, variables)
+        try:
+            with contextlib.suppress(PartFailed, RecipientProblem):
+                budget(RENDER_SECONDS, lambda: self._render(SAMPLE_RECIPIENT, variables))
+        except TookTooLong as error:
+            raise TemplateProblem("message", describe(error)) from None
 
     def _render(self, recipient: Recipient, variables: dict[str, Any]) -> bytes:
         subject = render_part(self._subject, variables)
@@ -171,6 +218,8 @@ class CompiledMessage:
         html_footer = render_part(self._html_footer, variables)
         text = render_pieces(self._text, variables)
         text_footer = render_part(self._text_footer, variables).strip("\r\n")
+        if self._require_link:
+            check_rendered(recipient.unsubscribe_url, text_footer, text, html_footer, html)
 
         for index in range(len(html) - 1, -1, -1):  # before the last </body>, if any
             piece = html[index]

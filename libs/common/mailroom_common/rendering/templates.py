@@ -5,9 +5,9 @@ Parts are named as a marketer knows them: subject, html, text, text footer, html
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from types import CodeType
 from typing import Any
 
@@ -17,7 +17,16 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mailroom_common.rendering import guards
 from mailroom_common.rendering.errors import TemplateProblem
+from mailroom_common.rendering.limits import (
+    MAX_OUTPUT_CHARS,
+    MAX_TEMPLATE_CHARS,
+    LimitExceeded,
+    bounded,
+    bounded_call,
+    bounded_join,
+)
 
 SUBJECT = "subject"
 HTML = "html"
@@ -25,8 +34,8 @@ TEXT = "text"
 TEXT_FOOTER = "text footer"
 HTML_FOOTER = "html footer"
 
-_MAX_REPEAT = 100_000  # longest string/list that `*` may build
-_MAX_EXPONENT = 1_000
+
+_CHUNK = 64  # pieces of output read at a time while counting its size
 
 
 def _finalize(value: Any) -> Any:
@@ -52,11 +61,14 @@ class MailroomSandbox(ImmutableSandboxedEnvironment):
     - An unsafe attribute (``''.__class__``, ``contact.__init__``...) raises ``SecurityError``
       where it is used instead of silently rendering nothing, so the trial render at compile
       time catches it.
-    - ``*`` and ``**`` cannot build huge strings or numbers (nor at compile time: the
-      intercepted operators are not constant-folded).
+    - Nothing a template builds gets larger than the limits (see ``limits`` and ``guards``):
+      ``*``, ``**`` and ``%`` are checked before, ``+``, ``~``, calls, filters and captured
+      blocks right after (neither at compile time: intercepted operators, calls and refusing
+      filters are not constant-folded).
     """
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    concat = staticmethod(bounded_join)  # every captured block, macro and caller() output
 
     def __init__(self, *, autoescape: bool) -> None:
         super().__init__(
@@ -65,6 +77,11 @@ class MailroomSandbox(ImmutableSandboxedEnvironment):
             finalize=_finalize,
             auto_reload=False,
         )
+        self.filters = {
+            name: guards.guarded_filter(name, function) for name, function in self.filters.items()
+        }
+        lipsum: Any = self.globals["lipsum"]
+        self.globals["lipsum"] = guards.guarded_lipsum(lipsum)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is Fields:
@@ -88,17 +105,19 @@ class MailroomSandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Context, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "**":
-            if isinstance(right, int) and abs(right) > _MAX_EXPONENT:
-                raise SecurityError(f"exponent larger than {_MAX_EXPONENT} is not allowed")
-            return operator.pow(left, right)
-        for sequence, count in ((left, right), (right, left)):
-            if (
-                isinstance(sequence, str | bytes | list | tuple)
-                and isinstance(count, int)
-                and len(sequence) * count > _MAX_REPEAT
-            ):
-                raise SecurityError(f"repeating a value beyond {_MAX_REPEAT} items is not allowed")
-        return operator.mul(left, right)
+            guards.check_power(left, right)
+            return bounded(left**right)
+        if operator_ == "*":
+            guards.check_multiply(left, right)
+            return bounded(left * right)
+        if operator_ == "%":
+            guards.check_percent_format(left)
+            return bounded(left % right)
+        return bounded(left + right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        args = guards.check_method(getattr(__obj, "__wrapped__", __obj), args, kwargs)
+        return bounded(super().call(__context, __obj, *args, **kwargs))
 
 
 HTML_ENVIRONMENT = MailroomSandbox(autoescape=True)
@@ -117,6 +136,7 @@ class Part:
     filename: str
     constants: frozenset[str]
     original: Part | None = None
+    repeats: bool = True  # has loops, macros or call blocks: its output is counted as it streams
 
 
 class PartFailed(Exception):
@@ -140,6 +160,10 @@ def compile_part(
     """Compile one part; raise ``TemplateProblem`` for anything wrong for every recipient."""
     environment = HTML_ENVIRONMENT if html else TEXT_ENVIRONMENT
     filename = f"<mailroom {name}>"
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise TemplateProblem(
+            name, f"{len(source):,} characters long; at most {MAX_TEMPLATE_CHARS:,} allowed"
+        )
     try:
         tree = environment.parse(source, name=name, filename=filename)
         _check(environment, tree, name)
@@ -151,7 +175,12 @@ def compile_part(
     )
     # a plain dict, not Jinja's ChainMap: each render copies the globals into a new context
     template.globals = dict(template.globals)
-    return Part(name, template, filename, frozenset(_string_constants(code)), original)
+    module = template.root_render_func.__globals__  # the names the compiled code calls: `~`
+    for join in ("markup_join", "str_join"):
+        module[join] = bounded_call(module[join])
+    repeats = any(True for _ in tree.find_all((nodes.For, nodes.Macro, nodes.CallBlock)))
+    constants = frozenset(_string_constants(code))
+    return Part(name, template, filename, constants, original, repeats)
 
 
 def _string_constants(code: CodeType) -> Iterator[str]:
@@ -182,24 +211,40 @@ def _check(environment: MailroomSandbox, tree: nodes.Template, name: str) -> Non
         )
 
 
-def render_part(part: Part, variables: Mapping[str, Any]) -> str:
-    try:
-        return part.template.render(variables)
-    except Exception as error:
-        raise PartFailed(part, error, line_of(error, part.filename)) from None
+def render_part(part: Part, variables: dict[str, Any]) -> str:
+    return "".join(render_pieces(part, variables))
 
 
 def render_pieces(part: Part, variables: dict[str, Any]) -> list[str]:
     """The output as the template yields it: static text pieces are the very constants of the
-    compiled code (see ``Part.constants``), the rest is what expressions produced."""
+    compiled code (see ``Part.constants``), the rest is what expressions produced. Its size is
+    counted as it streams: refused once over ``MAX_OUTPUT_CHARS``."""
     template = part.template
     try:
         try:
-            return list(template.root_render_func(template.new_context(variables)))
+            stream = template.root_render_func(template.new_context(variables))
+            if not part.repeats:  # as many pieces as the template has, each of bounded size
+                pieces = list(stream)
+                _count(part, sum(map(len, pieces)))
+                return pieces
+            pieces = []
+            size = 0
+            while True:  # in chunks: counted as it streams, at C speed
+                chunk = list(islice(stream, _CHUNK))
+                size += sum(map(len, chunk))
+                _count(part, size)
+                pieces += chunk
+                if len(chunk) < _CHUNK:
+                    return pieces
         except Exception:
             template.environment.handle_exception()  # re-raises, traceback pointing at lines
     except Exception as error:
         raise PartFailed(part, error, line_of(error, part.filename)) from None
+
+
+def _count(part: Part, size: int) -> None:
+    if size > MAX_OUTPUT_CHARS:
+        raise LimitExceeded(f"the {part.name} renders to more than {MAX_OUTPUT_CHARS:,} characters")
 
 
 def line_of(error: BaseException, filename: str) -> int | None:
@@ -240,6 +285,8 @@ def fails_every_recipient(error: Exception) -> bool:
 
 def describe(error: Exception) -> str:
     """What went wrong, without quoting values (they may be personal data)."""
+    if isinstance(error, LimitExceeded):
+        return f"over a rendering limit: {error.message}"
     if isinstance(error, SecurityError):
         return f"not allowed in a template: {error.message}"
     if isinstance(error, TemplateError):
