@@ -13,6 +13,7 @@ import aio_pika
 import asyncpg
 from faststream.rabbit import RabbitBroker
 from mailroom_common.broker import Topology, declare_topology, make_broker
+from mailroom_common.db import create_pool
 from mailroom_common.events import DeliveryResults, ItemKind, OutboundBatch, OutboundEmail
 from mailroom_common.runtime import Runtime
 from mailroom_outbound_sender.sender import OutboundSender
@@ -104,22 +105,35 @@ class SenderBench:
 
 @asynccontextmanager
 async def sender_bench(
-    install: Installation, smtp_port: int, **smtp_changes: object
+    install: Installation,
+    smtp_port: int,
+    *,
+    database_url: str | None = None,
+    rabbitmq_url: str | None = None,
+    **smtp_changes: object,
 ) -> AsyncIterator[SenderBench]:
-    """An OutboundSender for a campaign that is sending, its SMTP account at `smtp_port`."""
+    """An OutboundSender for a campaign that is sending, its SMTP account at `smtp_port`;
+    the sender reaches PostgreSQL and RabbitMQ at the URLs given (e.g. through a proxy)."""
     pool = install.pool
     assert pool is not None
+    settings = install.settings.model_copy(
+        update={
+            "database_url": database_url or install.settings.database_url,
+            "rabbitmq_url": rabbitmq_url or install.settings.rabbitmq_url,
+        }
+    )
     await use_smtp_server(pool, smtp_port, **smtp_changes)
     await pool.execute("INSERT INTO lists (name) VALUES ('bench')")
     campaign_id = await pool.fetchval(
         "INSERT INTO campaigns (name, subject, from_email, html_template, status)"
         " VALUES ('bench', 'Hello', 'news@mailroom.test', '<p>hi</p>', 'sending') RETURNING id"
     )
-    broker = make_broker(install.settings)
+    broker = make_broker(settings)
     await broker.connect()
-    topology = Topology.from_settings(install.settings)
+    topology = Topology.from_settings(settings)
     await declare_topology(broker, topology)
-    runtime = Runtime.build(install.settings, pool, broker)
+    sender_pool = await create_pool(settings) if database_url else pool
+    runtime = Runtime.build(settings, sender_pool, broker)
     connection = await aio_pika.connect(RABBITMQ_URL)
     try:
         channel = await connection.channel()
@@ -136,3 +150,5 @@ async def sender_bench(
     finally:
         await connection.close()
         await broker.stop()
+        if sender_pool is not pool:
+            await sender_pool.close()

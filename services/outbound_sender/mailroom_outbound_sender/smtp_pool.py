@@ -66,6 +66,8 @@ class _Verdict:
 
 
 def judge_reply(code: int) -> _Verdict:
+    if not 200 <= code < 600:  # no reply we could read (-1: too long, garbled)
+        return _Verdict("retry", drop_connection=True)
     if code // 100 == SMTP_OK_CLASS:
         return _Verdict("sent")
     if code in ACCOUNT_ERRORS:
