@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.support.environment import RABBITMQ_URL, Installation
-from tests.support.outbound import SenderBench, outbound_email, sender_bench
+from tests.support.outbound import outbound_email, sender_bench
 from tests.support.smtp_faults import FaultySmtpServer
 from tests.support.tcp_proxy import TcpProxy
 
@@ -141,12 +141,8 @@ async def test_retries_wait_for_the_broker_to_come_back(
         assert not sending.done()
         await broker.start()
         await sending
-        retried = await _retry_batches(bench)
+        retried = await bench.retry_messages()
         await broker.cut()
 
     assert [e.item_id for b in retried for e in b.emails] == [later]
     assert faulty_smtp.handler.delivered_to() == {"fine@example.test": 1}
-
-
-async def _retry_batches(bench: SenderBench) -> list[object]:
-    return list(await bench.retry_messages())
