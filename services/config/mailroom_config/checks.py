@@ -22,6 +22,7 @@ from mailroom_common.imap import (
     tls_context,
 )
 from mailroom_common.runtime_settings import BounceMailbox, SmtpAccount
+from mailroom_common.smtp_replies import scrub_reply
 
 MAX_SECONDS = 30.0  # an action never waits longer than this, whatever the account's timeout
 
@@ -88,10 +89,12 @@ async def send_test_email(account: SmtpAccount, to: str) -> CheckResult:
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
         reply = describe_failure(error, account.host, account.port, seconds)
     else:
-        return CheckResult(True, scrub(f"{response.code} {response.message}", password))
+        return CheckResult(
+            True, scrub_reply(f"{response.code} {response.message}", account.username, password)
+        )
     finally:
         client.close()
-    return CheckResult(False, scrub(reply, password))
+    return CheckResult(False, scrub_reply(reply, account.username, password))
 
 
 async def check_mailbox(mailbox: BounceMailbox) -> CheckResult:

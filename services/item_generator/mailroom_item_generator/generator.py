@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0
 
+# A lease of our own is free too: run_due runs one generation at a time, so ours was cut off
+# (a broker or database outage) and is taken up again at once, not when the lease expires.
 CLAIM_CAMPAIGN = """
 UPDATE campaigns SET status = 'generating', lease_owner = $1,
        lease_until = now() + make_interval(secs => $2)
 WHERE id = (
     SELECT id FROM campaigns
-    WHERE (status = 'generating' AND (lease_until IS NULL OR lease_until < now()))
+    WHERE (status = 'generating'
+           AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $1))
        OR (status = 'scheduled' AND send_at <= now())
     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING id

@@ -1,7 +1,17 @@
 """A bounded pool of SMTP connections to the global account, and one send per email.
 
 Outcomes follow RFC 5321 reply classes: 2yz sent, 4yz (and any connection trouble) a
-temporary failure to retry later, 5yz a permanent failure with the reply kept.
+temporary failure to retry later, 5yz a permanent failure with the reply kept. Two kinds of
+5yz are not the recipient's doing and are never permanent for the item:
+
+- our own protocol slips (500/502/503/504, e.g. "503 5.5.1 nested MAIL command"): the
+  connection is dropped and the email tried again on a fresh one;
+- the account's problems (authentication refused, TLS failing): the item waits, without
+  using up its tries, until the account is fixed.
+
+A connection goes back to the pool only when its last transaction ended cleanly: accepted,
+or refused and then reset (RSET answered 250). A send cancelled or failing half-way (task
+cancelled, timeout, connection trouble) closes its connection.
 """
 
 from __future__ import annotations
@@ -20,34 +30,72 @@ import aiosmtplib
 from mailroom_common.events import OutboundEmail
 from mailroom_common.metrics import SMTP_SEND_SECONDS
 from mailroom_common.runtime_settings import SmtpAccount
+from mailroom_common.smtp_replies import ReplyScrubber
 
 log = logging.getLogger(__name__)
 
 SMTP_OK_CLASS = 2
 SMTP_TRANSIENT_CLASS = 4
+OK = 250
 SERVICE_CLOSING = 421
+# replies to a command we should not have sent, or sent wrongly: our error, not the recipient's
+PROTOCOL_ERRORS = frozenset({500, 502, 503, 504})
+# the account is not allowed to send (RFC 4954): 530 authentication required, 534 mechanism
+# too weak, 535 credentials invalid, 538 encryption required
+ACCOUNT_ERRORS = frozenset({530, 534, 535, 538})
+
+Status = Literal["sent", "retry", "failed"]
 
 
 @dataclass(frozen=True)
 class Outcome:
     item_id: int
-    status: Literal["sent", "retry", "failed"]
+    status: Status
     smtp_code: int | None
     smtp_reply: str
+    # the account's fault (authentication, TLS): the item waits without using up a try
+    account_problem: bool = False
 
 
-def _outcome_for_reply(item_id: int, code: int, message: str) -> Outcome:
-    reply = f"{code} {message}".strip()
+@dataclass(frozen=True)
+class _Verdict:
+    status: Status
+    drop_connection: bool = False
+    try_fresh_connection: bool = False
+    account_problem: bool = False
+
+
+def judge_reply(code: int) -> _Verdict:
+    if not 200 <= code < 600:  # no reply we could read (-1: too long, garbled)
+        return _Verdict("retry", drop_connection=True)
     if code // 100 == SMTP_OK_CLASS:
-        return Outcome(item_id, "sent", code, reply)
+        return _Verdict("sent")
+    if code in ACCOUNT_ERRORS:
+        return _Verdict("retry", drop_connection=True, account_problem=True)
+    if code in PROTOCOL_ERRORS:
+        return _Verdict("retry", drop_connection=True, try_fresh_connection=True)
+    if code == SERVICE_CLOSING:
+        return _Verdict("retry", drop_connection=True)
     if code // 100 == SMTP_TRANSIENT_CLASS:
-        return Outcome(item_id, "retry", code, reply)
-    return Outcome(item_id, "failed", code, reply)
+        return _Verdict("retry")
+    return _Verdict("failed")
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class SmtpPool:
     def __init__(self, account: SmtpAccount) -> None:
         self.account = account
+        self.scrub = ReplyScrubber(account.username, account.password.get_secret_value())
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(account.pool_size)
         self._closed = False
@@ -69,18 +117,26 @@ class SmtpPool:
             tls_context=self._tls_context() if account.security != "none" else None,
             timeout=account.timeout_seconds,
         )
-        await client.connect()
-        if account.username:
-            await client.login(account.username, account.password.get_secret_value())
+        try:
+            await client.connect()
+            if account.username:
+                await client.login(account.username, account.password.get_secret_value())
+        except BaseException:
+            client.close()
+            raise
         return client
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[list[aiosmtplib.SMTP | None]]:
-        """One of `pool_size` connection slots; the holder may replace or drop the client."""
+        """One of `pool_size` connection slots; the holder may replace or drop the client.
+        Whatever the holder leaves in the slot is clean (see `_attempt`)."""
         async with self._slots:
             holder: list[aiosmtplib.SMTP | None] = [self._idle.pop() if self._idle else None]
             try:
                 yield holder
+            except BaseException:
+                self._drop(holder)
+                raise
             finally:
                 client = holder[0]
                 if client is not None and client.is_connected:
@@ -90,54 +146,125 @@ class SmtpPool:
                         self._idle.append(client)
 
     async def send_all(self, emails: list[OutboundEmail]) -> list[Outcome]:
-        """Send each email once over up to `pool_size` connections; one outcome per email."""
+        """Send each email once over up to `pool_size` connections; one outcome per email.
+        Once the account is refused (authentication, TLS) the rest wait with the same
+        outcome instead of trying again."""
         waiting = deque(emails)
         outcomes: list[Outcome] = []
+        refused: list[Outcome] = []
 
         async def worker() -> None:
             async with self._slot() as holder:
-                while waiting:
-                    email = waiting.popleft()
-                    outcomes.append(await self._send_one(holder, email))
+                while waiting and not refused:
+                    outcome = await self._send_one(holder, waiting.popleft())
+                    outcomes.append(outcome)
+                    if outcome.account_problem:
+                        refused.append(outcome)
 
         workers = min(self.account.pool_size, len(emails))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+        if refused:
+            first = refused[0]
+            log.warning("the SMTP account was refused: %s", first.smtp_reply)
+            outcomes.extend(
+                Outcome(e.item_id, "retry", first.smtp_code, first.smtp_reply, True)
+                for e in waiting
+            )
         return outcomes
 
     async def _send_one(
         self, holder: list[aiosmtplib.SMTP | None], email: OutboundEmail
     ) -> Outcome:
-        reused = holder[0] is not None
-        for _try in range(2):
-            try:
-                client = holder[0]
-                if client is None:
-                    client = holder[0] = await self._connect()
-                started = time.perf_counter()
-                _errors, reply = await client.sendmail(
-                    email.envelope_from, [email.recipient], email.message.encode("ascii")
-                )
-                SMTP_SEND_SECONDS.observe(time.perf_counter() - started)
-                return Outcome(email.item_id, "sent", 250, reply)
-            except aiosmtplib.SMTPRecipientsRefused as error:
-                refused = error.recipients[0]
-                return _outcome_for_reply(email.item_id, refused.code, refused.message)
-            except aiosmtplib.SMTPResponseException as error:
-                if error.code == SERVICE_CLOSING:
-                    await self._drop(holder)
-                return _outcome_for_reply(email.item_id, error.code, error.message)
-            except aiosmtplib.SMTPServerDisconnected as error:
-                await self._drop(holder)
-                if reused and _try == 0:
-                    reused = False  # an idle connection the server had closed: try a fresh one
-                    continue
-                return Outcome(email.item_id, "retry", None, f"connection lost: {error}")
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-                await self._drop(holder)
-                return Outcome(email.item_id, "retry", None, f"connection failed: {error}")
-        raise AssertionError("unreachable")
+        outcome, try_again = await self._attempt(holder, email)
+        if try_again:  # a stale idle connection, or one in a state we got wrong
+            outcome, _ = await self._attempt(holder, email)
+        return outcome
 
-    async def _drop(self, holder: list[aiosmtplib.SMTP | None]) -> None:
+    async def _attempt(
+        self, holder: list[aiosmtplib.SMTP | None], email: OutboundEmail
+    ) -> tuple[Outcome, bool]:
+        """One transaction; the outcome, and whether to try again on a fresh connection.
+        On return the holder has a clean connection or none; on cancellation none."""
+        reused = holder[0] is not None
+        code: int
+        message: str
+        if holder[0] is None:
+            refused = await self._open(holder, email)
+            if refused is not None:
+                return refused, False
+        client = holder[0]
+        assert client is not None
+        try:
+            started = time.perf_counter()
+            _errors, reply = await client.sendmail(
+                email.envelope_from, [email.recipient], email.message.encode("ascii")
+            )
+            SMTP_SEND_SECONDS.observe(time.perf_counter() - started)
+            return Outcome(email.item_id, "sent", OK, self.scrub(reply)), False
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            code, message = error.recipients[0].code, error.recipients[0].message
+        except aiosmtplib.SMTPResponseException as error:
+            code, message = error.code, error.message
+        except aiosmtplib.SMTPServerDisconnected as error:
+            self._drop(holder)
+            return self._retry(email, f"connection lost: {error}"), reused
+        except ValueError as error:  # refused by the client before anything was sent
+            return Outcome(email.item_id, "failed", None, self.scrub(str(error))), False
+        except Exception as error:
+            self._drop(holder)
+            return self._retry(email, f"connection failed: {error}"), False
+        except BaseException:  # cancelled mid-transaction: the connection is in an unknown state
+            self._drop(holder)
+            raise
+        verdict = judge_reply(code)
+        reply = self.scrub(f"{code} {message}".strip())
+        outcome = Outcome(email.item_id, verdict.status, code, reply, verdict.account_problem)
+        if verdict.drop_connection or not await self._reset(holder):
+            self._drop(holder)
+        return outcome, verdict.try_fresh_connection and reused
+
+    async def _open(
+        self, holder: list[aiosmtplib.SMTP | None], email: OutboundEmail
+    ) -> Outcome | None:
+        """Connect (and log in) into the holder; the outcome for `email` if that failed.
+        A failure to connect is never the recipient's: the item waits."""
+        try:
+            holder[0] = await self._connect()
+            return None
+        except aiosmtplib.SMTPResponseException as error:
+            reply = self.scrub(f"{error.code} {error.message}".strip())
+            if error.code in ACCOUNT_ERRORS or isinstance(
+                error, aiosmtplib.SMTPAuthenticationError
+            ):
+                return Outcome(email.item_id, "retry", error.code, reply, True)
+            return Outcome(email.item_id, "retry", error.code, reply)
+        except Exception as error:
+            if _is_tls_failure(error) or isinstance(error, aiosmtplib.SMTPNotSupported):
+                reply = self.scrub(f"TLS with the SMTP server failed: {error}")
+                return Outcome(email.item_id, "retry", None, reply, True)
+            return self._retry(email, f"connection failed: {error}")
+
+    def _retry(self, email: OutboundEmail, reply: str) -> Outcome:
+        return Outcome(email.item_id, "retry", None, self.scrub(reply))
+
+    async def _reset(self, holder: list[aiosmtplib.SMTP | None]) -> bool:
+        """After a refusal: is the connection out of its transaction (RSET answered 250)?"""
+        client = holder[0]
+        if client is None or not client.is_connected:
+            return False
+        try:
+            response = await client.rset()
+        except Exception:
+            return False
+        except BaseException:
+            self._drop(holder)
+            raise
+        return response.code == OK
+
+    @staticmethod
+    def _drop(holder: list[aiosmtplib.SMTP | None]) -> None:
         client, holder[0] = holder[0], None
         if client is not None:
             with contextlib.suppress(Exception):

@@ -1,0 +1,141 @@
+"""The SMTP pool against a real server that misbehaves: a connection is reused only when its
+transaction ended cleanly, and our own slips or the account's problems never fail a recipient."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+
+import pytest
+from mailroom_common.runtime_settings import SmtpAccount
+from mailroom_outbound_sender.smtp_pool import SmtpPool
+
+from tests.support.outbound import outbound_email
+from tests.support.smtp_faults import FaultySmtpServer
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS"),
+]
+
+NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
+
+
+@pytest.fixture
+def faulty_smtp() -> Iterator[FaultySmtpServer]:
+    with FaultySmtpServer() as server:
+        yield server
+
+
+def pool_for(port: int, pool_size: int = 1, **changes: object) -> SmtpPool:
+    return SmtpPool(SmtpAccount.model_validate({"port": port, "pool_size": pool_size, **changes}))
+
+
+async def _cancel_when_stalled(server: FaultySmtpServer, send: asyncio.Task[object]) -> None:
+    # the server's flag is a threading.Event: wait for it off the event loop
+    assert await asyncio.to_thread(server.handler.stalled.wait, 10)
+    send.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await send
+
+
+@pytest.mark.parametrize("stage", ["RCPT", "DATA"])
+async def test_a_send_cancelled_mid_transaction_does_not_spoil_the_next(
+    faulty_smtp: FaultySmtpServer, stage: str
+) -> None:
+    handler = faulty_smtp.handler
+    (handler.stall_rcpt if stage == "RCPT" else handler.stall_data).add("slow@example.test")
+    handler.stall_seconds = 0.5
+    pool = pool_for(faulty_smtp.port)
+    try:
+        send = asyncio.create_task(pool.send_all([outbound_email(1, "slow@example.test")]))
+        await _cancel_when_stalled(faulty_smtp, send)
+        await asyncio.sleep(handler.stall_seconds + 0.2)  # the server answers the old command
+
+        outcomes = await pool.send_all([outbound_email(2, "next@example.test")])
+    finally:
+        await pool.close()
+
+    assert [(o.status, o.smtp_code) for o in outcomes] == [("sent", 250)], outcomes
+    assert handler.delivered_to()["next@example.test"] == 1
+
+
+async def test_a_bad_sequence_reply_is_our_error_not_the_recipients(
+    faulty_smtp: FaultySmtpServer,
+) -> None:
+    faulty_smtp.handler.rcpt_replies["odd@example.test"] = NESTED_MAIL
+    pool = pool_for(faulty_smtp.port)
+    try:
+        first = await pool.send_all([outbound_email(1, "odd@example.test")])
+        after = await pool.send_all([outbound_email(2, "fine@example.test")])
+    finally:
+        await pool.close()
+
+    assert [(o.status, o.smtp_code) for o in first] == [("retry", 503)]
+    assert not first[0].account_problem
+    assert [o.status for o in after] == ["sent"]
+    # the refused connection was dropped, and the email tried once more on a fresh one
+    assert faulty_smtp.handler.commands["MAIL"] == 2
+
+
+async def test_a_permanent_refusal_keeps_the_connection_after_a_reset(
+    faulty_smtp: FaultySmtpServer,
+) -> None:
+    faulty_smtp.handler.rcpt_replies["gone@example.test"] = "550 5.1.1 No such user"
+    pool = pool_for(faulty_smtp.port)
+    try:
+        outcomes = await pool.send_all(
+            [outbound_email(1, "gone@example.test"), outbound_email(2, "here@example.test")]
+        )
+    finally:
+        await pool.close()
+    assert [(o.status, o.smtp_code) for o in outcomes] == [("failed", 550), ("sent", 250)]
+
+
+async def test_a_connection_reset_after_the_message_is_a_temporary_failure(
+    faulty_smtp: FaultySmtpServer,
+) -> None:
+    faulty_smtp.handler.reset_in_data.add("cut@example.test")
+    pool = pool_for(faulty_smtp.port)
+    try:
+        outcomes = await pool.send_all(
+            [outbound_email(1, "cut@example.test"), outbound_email(2, "next@example.test")]
+        )
+    finally:
+        await pool.close()
+    assert [o.status for o in outcomes] == ["retry", "sent"]
+    assert "connection" in outcomes[0].smtp_reply
+
+
+async def test_a_refused_login_is_the_accounts_problem_and_tried_once() -> None:
+    with FaultySmtpServer(username="mailer", password="right-password") as server:
+        pool = pool_for(server.port, 2, username="mailer", password="wrong-password")
+        try:
+            outcomes = await pool.send_all(
+                [outbound_email(i, f"user{i}@example.test") for i in range(10)]
+            )
+        finally:
+            await pool.close()
+    assert len(outcomes) == 10
+    assert {(o.status, o.smtp_code, o.account_problem) for o in outcomes} == {("retry", 535, True)}
+    assert not server.handler.delivered
+    assert all("wrong-password" not in o.smtp_reply for o in outcomes)
+
+
+async def test_replies_echoing_the_credentials_are_scrubbed(faulty_smtp: FaultySmtpServer) -> None:
+    secret = "s3cret-Passw0rd"
+    plain = base64.b64encode(f"\0mailer\0{secret}".encode()).decode()
+    faulty_smtp.handler.rcpt_replies["echo@example.test"] = (
+        f"550 5.7.1 you said AUTH PLAIN {plain} and then {secret}"
+    )
+    pool = pool_for(faulty_smtp.port, username="mailer", password=secret)
+    # this server asks for no login: the client sends none, the reply still carries them
+    pool.account = pool.account.model_copy(update={"username": ""})
+    try:
+        outcomes = await pool.send_all([outbound_email(1, "echo@example.test")])
+    finally:
+        await pool.close()
+    reply = outcomes[0].smtp_reply
+    assert outcomes[0].status == "failed" and reply.startswith("550 5.7.1")
+    assert secret not in reply and plain not in reply and plain.rstrip("=") not in reply
