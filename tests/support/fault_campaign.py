@@ -119,6 +119,8 @@ class FaultCampaign:
         self.campaign_id = 0
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts = 0
+        self.launched = 0.0
+        self.wrong_failures: Counter[str] = Counter()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -144,6 +146,7 @@ class FaultCampaign:
         self.processes.update(zip(services, started, strict=True))
 
     async def launch(self) -> None:
+        self.launched = time.monotonic()
         await send_command(self.install.settings, CampaignLaunch(campaign_id=self.campaign_id))
 
     # --- faults on our own processes -----------------------------------------------------
@@ -234,14 +237,15 @@ class FaultCampaign:
             recipients += server.handler.recipients()
             message_ids += server.handler.message_ids()
         refused = {a.lower() for a in refused_for_good}
-        failed = {
-            r["email"]
-            for r in await self.pool.fetch(
-                "SELECT lower(email) AS email FROM campaign_items"
-                " WHERE campaign_id = $1 AND status = 'failed'",
-                self.campaign_id,
-            )
-        }
+        failed_rows = await self.pool.fetch(
+            "SELECT lower(email) AS email, coalesce(smtp_reply, error, '') AS why"
+            " FROM campaign_items WHERE campaign_id = $1 AND status = 'failed'",
+            self.campaign_id,
+        )
+        failed = {r["email"] for r in failed_rows}
+        self.wrong_failures = Counter(
+            r["why"][:160] for r in failed_rows if r["email"] not in refused
+        )
         open_items = await self.item_count(f"status <> ALL('{{{','.join(TERMINAL_STATUSES)}}}')")
         firsts = [t for s in all_servers if (t := s.handler.first_after(fault_over)) is not None]
         completed = time.monotonic()
@@ -284,7 +288,9 @@ class FaultCampaign:
         )
 
     def report(self, figures: Figures) -> None:
-        print(f"\n{figures.line()}\n{self.log_digest()}")
+        why = "".join(f"\n  {n:5d} x {text}" for text, n in self.wrong_failures.most_common(5))
+        failures = f"\nwrongly failed items:{why}" if why else ""
+        print(f"\n{figures.line()}{failures}\n{self.log_digest()}")
 
 
 async def prepared_run(

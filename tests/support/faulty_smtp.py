@@ -157,7 +157,7 @@ def _close_soon(server: SMTP) -> None:
 def _reset(server: SMTP) -> None:
     """Drop the connection with a TCP reset (SO_LINGER 0), no reply."""
     transport = server.transport
-    if transport is None:
+    if not isinstance(transport, asyncio.Transport):
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:

@@ -119,11 +119,13 @@ async def ensure_servers_up() -> None:
     with restart_lock():
         if not await _rabbitmq_answers():
             # stopped app (stop_app) or stopped node: one of the two brings it back
-            if subprocess.run(["rabbitmqctl", "start_app"], capture_output=True).returncode:
-                _run("rabbitmq-server", "-detached")
+            try:
+                await asyncio.to_thread(_run, "rabbitmqctl", "start_app")
+            except subprocess.CalledProcessError:
+                await asyncio.to_thread(_run, "rabbitmq-server", "-detached")
             await _until(_rabbitmq_answers, "RabbitMQ")
         if not await _postgresql_answers():
-            _run(
-                "pg_ctlcluster", "--skip-systemctl-redirect", _postgres_cluster(), "main", "start"
-            )
+            cluster = _postgres_cluster()
+            start = ("pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "start")
+            await asyncio.to_thread(_run, *start)
             await _until(_postgresql_answers, "PostgreSQL")
