@@ -8,7 +8,7 @@ import pytest
 from tests.support.environment import Installation
 from tests.support.fault_campaign import fault_installation
 from tests.support.faulty_smtp import FaultySmtpServer
-from tests.support.server_restarts import ensure_servers_up
+from tests.support.server_restarts import ensure_servers_up, restart_lock
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -18,9 +18,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-async def servers_up() -> None:
-    """A case that failed half-way may have left RabbitMQ or PostgreSQL down."""
-    await ensure_servers_up()
+async def servers_steady() -> AsyncIterator[None]:
+    """No one else restarts RabbitMQ or PostgreSQL while a case runs (it holds the restart
+    lock); a case that failed half-way may have left one down: start it."""
+    with restart_lock():
+        await ensure_servers_up()
+        yield
 
 
 @pytest.fixture

@@ -55,7 +55,8 @@ async def still_at_work(run: FaultCampaign, service: str) -> bool:
     if service == "item_generator":
         return await run.item_count() < RECIPIENTS
     if service == "message_processor":
-        return await run.item_count("status = 'pending'") > 0
+        # not yet generated, or generated and not yet rendered
+        return await run.item_count("status <> 'pending'") < RECIPIENTS
     return run.smtp.handler.count() < RECIPIENTS
 
 

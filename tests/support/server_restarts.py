@@ -31,14 +31,29 @@ class Outage:
         return self.ended - self.started
 
 
+_held = 0  # how deep this process is inside restart_lock()
+
+
 @contextlib.contextmanager
 def restart_lock() -> Iterator[None]:
-    """The lock `flock /tmp/mailroom-server-restart.lock` takes (flock(2), exclusive)."""
-    with open(RESTART_LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """The lock `flock /tmp/mailroom-server-restart.lock` takes (flock(2), exclusive);
+    re-entrant within this process. A fault case holds it from start to end, so that no
+    one else restarts a shared server in the middle of its measurements."""
+    global _held
+    if _held:
+        _held += 1
         try:
             yield
         finally:
+            _held -= 1
+        return
+    with open(RESTART_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _held = 1
+        try:
+            yield
+        finally:
+            _held = 0
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
