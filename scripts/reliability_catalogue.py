@@ -19,7 +19,7 @@ END = "<!-- CATALOGUE:END -->"
 def catalogue_cases() -> list[tuple[str, str, str, str]]:
     """(area, id, attack, expected) of every case, module by module."""
     sys.path.insert(0, str(ROOT))
-    rows = []
+    rows: list[tuple[str, str, str, str]] = []
     for path in sorted((ROOT / "tests" / "catalogue").glob("test_*.py")):
         module = importlib.import_module(f"tests.catalogue.{path.stem}")
         area = path.stem.removeprefix("test_").replace("_", " ")
