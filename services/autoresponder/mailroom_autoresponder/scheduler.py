@@ -10,6 +10,7 @@ each item once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -116,8 +117,7 @@ class Scheduler:
         rows: list[Record],
         closed: dict[int, tuple[str, str]],
     ) -> list[OutboundEmail]:
-        runtime = self.runtime
-        settings, signer, store = runtime.settings, runtime.signer, runtime.settings_store
+        store = self.runtime.settings_store
         marketing, marketing_version = await store.load(MarketingSettings)
         account, account_version = await store.load(SmtpAccount)
         definitions = {
@@ -127,6 +127,29 @@ class Scheduler:
                 list({row["autoresponder_id"] for row in rows}),
             )
         }
+        # compiling and rendering run in a worker thread: a slow template (stopped by the
+        # renderer's time limit) never blocks the event loop
+        return await asyncio.to_thread(
+            self._render_rows,
+            rows,
+            definitions,
+            marketing,
+            (marketing_version, account_version),
+            account,
+            closed,
+        )
+
+    def _render_rows(
+        self,
+        rows: list[Record],
+        definitions: dict[int, dict[str, Any]],
+        marketing: MarketingSettings,
+        versions: tuple[int, int],
+        account: SmtpAccount,
+        closed: dict[int, tuple[str, str]],
+    ) -> list[OutboundEmail]:
+        settings, signer = self.runtime.settings, self.runtime.signer
+        marketing_version, account_version = versions
         base_url = marketing.public_base_url.rstrip("/")
         emails: list[OutboundEmail] = []
         for row in rows:
