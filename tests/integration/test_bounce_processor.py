@@ -203,8 +203,8 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     events = {(e["email"], e["kind"], e["suppressed"]) for e in bounce_events}
     assert (hard, "hard", True) in events and (complained, "complaint", True) in events
     assert (soft_once, "soft", False) in events and (attacker, "hard", True) in events
-    unproven = {by_address, second, bad_signature, non_ascii}
-    assert {e["email"] for e in bounce_events}.isdisjoint(unproven)
+    never_announced = {by_address, second, bad_signature, non_ascii}
+    assert {e["email"] for e in bounce_events}.isdisjoint(never_announced)
     hard_event = next(e for e in bounce_events if e["email"] == hard)
     assert hard_event["campaign_id"] == campaign_id and hard_event["status"] == "5.1.1"
     assert PASSWORD not in installation.log_text()
