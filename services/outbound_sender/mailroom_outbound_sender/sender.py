@@ -284,14 +284,18 @@ class OutboundSender:
 
     def _with_genuine_headers(self, batch: OutboundBatch) -> tuple[list[OutboundEmail], int]:
         genuine: list[OutboundEmail] = []
-        forged = 0
+        forged: list[OutboundEmail] = []
+        problems: list[str] = []
         for email in batch.emails:
             problem = to_header_problem(email)
             if problem is None:
                 genuine.append(email)
             else:
-                forged += self._drop_forged(batch, [email], problem)
-        return genuine, forged
+                forged.append(email)
+                problems.append(problem)
+        if forged:
+            self._drop_forged(batch, forged, f"the To header: {problems[0]}")
+        return genuine, len(forged)
 
     def _drop_forged(
         self,
@@ -300,14 +304,16 @@ class OutboundSender:
         problem: str = "the envelope recipient is not the item's address",
     ) -> int:
         """Emails that do not go to their item's recipient are neither sent nor recorded."""
-        for email in emails:
-            log.warning(
-                "dropped a forged email from a %s batch (campaign %s): item %d, %s",
-                batch.kind,
-                batch.campaign_id,
-                email.item_id,
-                problem,
-            )
+        if not emails:
+            return 0
+        log.warning(
+            "dropped %d forged emails from a %s batch (campaign %s), items %s: %s",
+            len(emails),
+            batch.kind,
+            batch.campaign_id,
+            ", ".join(str(e.item_id) for e in emails[:10]) + (" ..." if len(emails) > 10 else ""),
+            problem,
+        )
         FORGED_EMAILS.labels(batch.kind).inc(len(emails))
         return len(emails)
 
