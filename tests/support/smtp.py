@@ -52,6 +52,7 @@ class RecordingHandler:
     hard_fail: set[str] = field(default_factory=set)
     soft_fail: set[str] = field(default_factory=set)
     soft_fail_everything_until: float = 0.0
+    soft_fail_first: int = 0  # this many recipients are answered 451 before any is accepted
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -62,6 +63,10 @@ class RecordingHandler:
             return MAILBOX_UNAVAILABLE
         if lowered in self.soft_fail or time.monotonic() < self.soft_fail_everything_until:
             return TEMPORARY_FAILURE
+        with self.lock:
+            if self.soft_fail_first > 0:
+                self.soft_fail_first -= 1
+                return TEMPORARY_FAILURE
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
