@@ -66,7 +66,7 @@ CASES: list[Case] = [
         "dead-lettered: not JSON, with the parser's position",
         routing_key="campaign.launch",
         body=b"not json{",
-        reason="not JSON: expected ident at line 1 column 2",
+        reason="invalid campaign.launch message: not JSON: expected ident at line 1 column 2",
         exact=True,
     ),
     EventCase(
@@ -75,7 +75,7 @@ CASES: list[Case] = [
         "dead-lettered: not UTF-8, naming the byte",
         routing_key="campaign.launch",
         body=b'{"campaign_id": 1, "send_at": "\xff\xfe"}',
-        reason="not UTF-8 text: byte 0xff at offset 31",
+        reason="invalid campaign.launch message: not UTF-8 text: byte 0xff at offset 31",
         exact=True,
     ),
     EventCase(
@@ -85,7 +85,8 @@ CASES: list[Case] = [
         exchange="work",
         routing_key="items.page",
         body=DEEP,
-        reason="not JSON we accept: nested too deeply (more than 200 levels)",
+        reason="invalid items.page message: not JSON we accept: nested too deeply (more than"
+        " 200 levels)",
         exact=True,
     ),
     EventCase(
@@ -95,7 +96,7 @@ CASES: list[Case] = [
         exchange="events",
         routing_key="delivery.results",
         body=b"",
-        reason="empty body: expected a JSON delivery.results message",
+        reason="invalid delivery.results message: empty body: expected a JSON object",
         exact=True,
     ),
     EventCase(
@@ -106,7 +107,8 @@ CASES: list[Case] = [
         routing_key="contact.event",
         body=_json({"contact_id": 1, "type": "signup", "event_id": "e1"}),
         content_type="text/plain",
-        reason="content type 'text/plain': expected application/json",
+        reason="invalid contact.event message: content type 'text/plain': expected"
+        " application/json",
         exact=True,
     ),
     EventCase(
@@ -206,7 +208,8 @@ CASES: list[Case] = [
         exchange="work",
         routing_key="outbound.batch",
         body=b"x" * (MAX_BODY_BYTES + 1),
-        reason=f"body of {MAX_BODY_BYTES + 1} bytes: the limit is {MAX_BODY_BYTES} bytes",
+        reason=f"invalid outbound.batch message: body of {MAX_BODY_BYTES + 1} bytes: the limit"
+        f" is {MAX_BODY_BYTES} bytes",
         exact=True,
     ),
     EventCase(
@@ -216,7 +219,7 @@ CASES: list[Case] = [
         exchange="events",
         routing_key="settings.changed",
         body=b"\x00\x01{",
-        reason="not JSON: ",
+        reason="invalid settings.changed message: not JSON: ",
     ),
     EventCase(
         "events-17",
@@ -236,7 +239,8 @@ CASES: list[Case] = [
         exchange="work",
         routing_key="outbound.priority",
         body=b'{"kind": "autoresponder", "emails": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_001,
-        reason="not JSON we accept: nested too deeply (more than 200 levels)",
+        reason="invalid outbound.batch message: not JSON we accept: nested too deeply (more"
+        " than 200 levels)",
         exact=True,
     ),
     EventCase(

@@ -177,10 +177,12 @@ async def test_undecodable_messages_are_dead_lettered_and_the_consumer_goes_on(
     letters = await _dead_letters(queue.name, len(UNDECODABLE))
     reasons = {str(m.headers["x-test"]): str(m.headers["x-mailroom-error"]) for m in letters}
     assert set(reasons) == {tag for tag, _ in UNDECODABLE}
-    assert reasons["not JSON"].startswith("not JSON:"), reasons["not JSON"]
+    assert reasons["not JSON"].startswith("invalid items.page message: not JSON:"), reasons[
+        "not JSON"
+    ]
     assert "not UTF-8" in reasons["invalid UTF-8"], reasons["invalid UTF-8"]
     assert "nested too deeply" in reasons["deep nesting"], reasons["deep nesting"]
-    assert reasons["empty body"] == "empty body: expected a JSON items.page message"
+    assert reasons["empty body"] == "invalid items.page message: empty body: expected a JSON object"
     assert {m.body for m in letters} == {body for _, body in UNDECODABLE}, "bodies kept as sent"
     assert await _ready_count(f"{queue.name}.dlq") == 0
 

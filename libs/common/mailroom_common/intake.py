@@ -200,24 +200,34 @@ def parse(message: RabbitMessage, models: Mapping[str, type[E]] | type[E]) -> E:
         model = models[routing_key]
     else:
         model = models
+    problem = _problem(message)
+    if problem is not None:
+        raise Rejected(f"invalid {model.routing_key} message: {problem}")
+    try:
+        return model.model_validate_json(message.body)
+    except ValidationError as error:
+        raise Rejected(
+            f"invalid {model.routing_key} message: {_why_not(message.body, error)}"
+        ) from error
+
+
+def _problem(message: RabbitMessage) -> str | None:
+    """What is wrong with the body before it is parsed, if anything."""
     body = message.body
     if len(body) > MAX_BODY_BYTES:
-        raise Rejected(f"body of {len(body)} bytes: the limit is {MAX_BODY_BYTES} bytes")
+        return f"body of {len(body)} bytes: the limit is {MAX_BODY_BYTES} bytes"
     content_type = (message.content_type or "").split(";")[0].strip().lower()
     if content_type not in ("", JSON_CONTENT_TYPE):
-        raise Rejected(f"content type {content_type!r}: expected {JSON_CONTENT_TYPE}")
+        return f"content type {content_type!r}: expected {JSON_CONTENT_TYPE}"
     if not body.strip():
-        raise Rejected(f"empty body: expected a JSON {model.routing_key} message")
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as error:
-        raise Rejected(_why_not(body, model, error)) from error
+        return "empty body: expected a JSON object"
+    return None
 
 
-def _why_not(body: bytes, model: type[Event], error: ValidationError) -> str:
+def _why_not(body: bytes, error: ValidationError) -> str:
     issues = error.errors()
     if not any(issue["type"] == "json_invalid" for issue in issues):
-        return f"invalid {model.routing_key} message: {describe_validation_error(error)}"
+        return describe_validation_error(error)
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as bad:
