@@ -51,14 +51,20 @@ def _original_of(event: dict[str, Any]) -> tuple[str | None, str | None]:
     return _text(mail.get("source")), message_id
 
 
+MAX_DECODE_ATTEMPTS = 64
+
+
 def _json_objects(text: str) -> list[dict[str, Any]]:
     decoder = json.JSONDecoder(strict=False)
     found: list[dict[str, Any]] = []
     index = text.find("{")
-    while 0 <= index < len(text) and len(found) < 3:
+    attempts = 0
+    # bounded: a hostile body of nested or scattered braces must not cost quadratic time
+    while 0 <= index < len(text) and len(found) < 3 and attempts < MAX_DECODE_ATTEMPTS:
+        attempts += 1
         try:
             value, end = decoder.raw_decode(text, index)
-        except ValueError:
+        except (ValueError, RecursionError):
             index = text.find("{", index + 1)
             continue
         if isinstance(value, dict):
