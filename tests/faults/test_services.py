@@ -96,7 +96,8 @@ async def test_service_stopped_mid_campaign_then_started_again(
     assert mid_work, f"the {how} came after {service} had done its part: not a mid-campaign fault"
     if how == "sigterm":
         assert exit_code == 0, f"{service} did not stop cleanly on SIGTERM\n{run.log_digest()}"
-        assert not in_flight, f"{service} stopped with {len(in_flight)} items half-sent"
+        if service == "outbound_sender":  # (the others stop while the sender goes on)
+            assert not in_flight, f"the sender stopped with {len(in_flight)} items half-sent"
     figures.check(zero_duplicates=how == "sigterm")
     # a second copy only for a message handed to SMTP and not recorded at the kill
     duplicated = {a for a, n in run.smtp.handler.recipients().items() if n > 1}
