@@ -80,10 +80,11 @@ async def test_service_stopped_mid_campaign_then_started_again(
     await run.launch()
 
     await at_work(run, service)
-    process = run.processes[service]
-    process.send_signal(SIGNALS[how])
-    run.smtp.faults.data_delay = 0  # what is in flight now finishes at the server's usual pace
-    exit_code = await asyncio.to_thread(process.wait, 60)
+
+    def server_back_to_its_pace() -> None:  # what is in flight finishes at the usual pace
+        run.smtp.faults.data_delay = 0
+
+    exit_code = await run.stop(service, SIGNALS[how], server_back_to_its_pace)
     mid_work = await still_at_work(run, service)
     in_flight = await run.in_flight()
     fault_over = time.monotonic()
