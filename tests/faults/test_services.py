@@ -7,6 +7,7 @@ recorded); a SIGTERM drains and duplicates nothing.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -42,12 +43,16 @@ async def at_work(run: FaultCampaign, service: str) -> None:
         await run.until(rendering, "rendering under way")
     else:
         await run.received(MID_CAMPAIGN)
-        if service == "outbound_sender":  # while a chunk is being sent: the in-flight window
+        if service == "outbound_sender":
+            # while chunks are being sent: the server slows down for a moment, so the stop
+            # comes with messages in flight (handed to SMTP, result not yet recorded)
+            run.smtp.faults.data_delay = 0.5
 
             async def sending() -> bool:
                 return bool(await run.in_flight())
 
             await run.until(sending, "items being sent")
+            await asyncio.sleep(0.2)
 
 
 async def still_at_work(run: FaultCampaign, service: str) -> bool:
@@ -75,11 +80,11 @@ async def test_service_stopped_mid_campaign_then_started_again(
     await run.launch()
 
     await at_work(run, service)
-    if how == "sigkill":
-        run.kill(service)
-        exit_code = -9
-    else:
-        exit_code = run.terminate(service)
+
+    def server_back_to_its_pace() -> None:  # what is in flight finishes at the usual pace
+        run.smtp.faults.data_delay = 0
+
+    exit_code = await run.stop(service, SIGNALS[how], server_back_to_its_pace)
     mid_work = await still_at_work(run, service)
     in_flight = await run.in_flight()
     fault_over = time.monotonic()
@@ -92,7 +97,8 @@ async def test_service_stopped_mid_campaign_then_started_again(
     assert mid_work, f"the {how} came after {service} had done its part: not a mid-campaign fault"
     if how == "sigterm":
         assert exit_code == 0, f"{service} did not stop cleanly on SIGTERM\n{run.log_digest()}"
-        assert not in_flight, f"{service} stopped with {len(in_flight)} items half-sent"
+        if service == "outbound_sender":  # (the others stop while the sender goes on)
+            assert not in_flight, f"the sender stopped with {len(in_flight)} items half-sent"
     figures.check(zero_duplicates=how == "sigterm")
     # a second copy only for a message handed to SMTP and not recorded at the kill
     duplicated = {a for a, n in run.smtp.handler.recipients().items() if n > 1}

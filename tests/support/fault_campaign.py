@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -151,12 +152,12 @@ class FaultCampaign:
 
     # --- faults on our own processes -----------------------------------------------------
 
-    def kill(self, service: str) -> None:
-        self.install.kill(self.processes[service])
-
-    def terminate(self, service: str) -> int:
-        """SIGTERM, and the exit code once the service has drained and stopped."""
-        return self.install.terminate(self.processes[service])
+    async def stop(self, service: str, how: signal.Signals, then: Callable[[], None]) -> int:
+        """Send `how` to the service, run `then` at once, and wait for the process to end."""
+        process = self.processes[service]
+        process.send_signal(how)
+        then()
+        return await asyncio.to_thread(process.wait, 60)
 
     async def start_again(self, service: str) -> None:
         self.restarts += 1

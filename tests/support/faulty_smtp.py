@@ -48,6 +48,7 @@ class Faults:
     reject: set[str] = field(default_factory=set)  # recipients always answered 550
     reset_in_data: int = 0  # the next N transactions: reset while the message comes in
     reset_after_data: int = 0  # the next N: take the message, then reset instead of 250
+    data_delay: float = 0.0  # seconds to wait before taking a message (a slow server)
 
 
 @dataclass
@@ -103,6 +104,8 @@ class FaultyHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or envelope.content
         assert isinstance(data, bytes)
+        if self.faults.data_delay > 0:
+            await asyncio.sleep(self.faults.data_delay)
         with self.lock:
             if self.faults.reset_in_data > 0:
                 self.faults.reset_in_data -= 1
