@@ -113,7 +113,7 @@ async def test_a_refused_login_is_the_accounts_problem_and_tried_once() -> None:
         pool = pool_for(server.port, 2, username="mailer", password="wrong-password")
         try:
             outcomes = await pool.send_all(
-                [outbound_email(i, f"user{i}@example.test") for i in range(10)]
+                [outbound_email(i, f"user{i}@example.test") for i in range(1, 11)]
             )
         finally:
             await pool.close()
