@@ -149,7 +149,17 @@ class ServiceProcess:
         """Drain: no new work, in-flight handlers finish, then everything closes."""
         self.stopping.set()
         assert self.runtime is not None
+        self.runtime.stopping.set()
         log.info("stopping: draining in-flight work")
+        # periodic work (generation, schedules) ends its current unit while it can still
+        # publish; only then does the broker stop
+        periodic = [t for t in self._tasks if t.get_name() != "http"]
+        if periodic:
+            _done, late = await asyncio.wait(
+                periodic, timeout=self.settings.graceful_timeout_seconds
+            )
+            for task in late:
+                task.cancel()
         await self.runtime.broker.stop()
         if self._http is not None:
             self._http.should_exit = True

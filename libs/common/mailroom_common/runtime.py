@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ class Runtime:
     signer: Signer
     settings_store: SettingsStore
     instance_id: str = field(default_factory=_instance_id)
+    # set when the process starts to stop: long loops end at their next unit of work
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def build(cls, settings: Settings, pool: Pool, broker: RabbitBroker) -> Runtime:

@@ -17,7 +17,7 @@ from mailroom_common.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60.0
+LEASE_SECONDS = 15.0  # renewed with every page; a crashed holder blocks others this long
 
 # A lease of our own is free too: run_due runs one generation at a time, so ours was cut off
 # (a broker or database outage) and is taken up again at once, not when the lease expires.
@@ -65,7 +65,7 @@ class ItemGenerator:
 
     async def run_due(self) -> None:
         """Generate every campaign that is due and not being generated elsewhere."""
-        while True:
+        while not self.runtime.stopping.is_set():
             campaign_id = await self.runtime.pool.fetchval(
                 CLAIM_CAMPAIGN, self.runtime.instance_id, LEASE_SECONDS
             )
@@ -75,8 +75,22 @@ class ItemGenerator:
 
     async def generate(self, campaign_id: int) -> None:
         log.info("generating items of campaign %d", campaign_id)
-        while await self._next_page(campaign_id):
+        stopping = self.runtime.stopping
+        while not stopping.is_set() and await self._next_page(campaign_id):
             pass
+        if stopping.is_set():
+            await self._release(campaign_id)
+
+    async def _release(self, campaign_id: int) -> None:
+        """A process that stops hands its unfinished generation over at once."""
+        released = await self.runtime.pool.execute(
+            "UPDATE campaigns SET lease_owner = NULL, lease_until = NULL"
+            " WHERE id = $1 AND lease_owner = $2 AND status = 'generating'",
+            campaign_id,
+            self.runtime.instance_id,
+        )
+        if released != "UPDATE 0":
+            log.info("campaign %d: generation handed over (stopping)", campaign_id)
 
     async def _next_page(self, campaign_id: int) -> bool:
         """Create and publish one page; False when generation stopped or finished."""
