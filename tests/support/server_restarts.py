@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import resource
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -65,6 +66,22 @@ def _postgres_cluster() -> str:
 
 def _run(*command: str) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+def _more_file_handles() -> None:
+    """Hundreds of quorum queues outgrow the default 1024 file handles of a new broker."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, hard), hard))
+
+
+def _start_rabbitmq_node() -> None:
+    subprocess.run(
+        ["rabbitmq-server", "-detached"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        preexec_fn=_more_file_handles,
+    )
 
 
 async def _rabbitmq_answers() -> bool:
@@ -137,7 +154,7 @@ async def ensure_servers_up() -> None:
             try:
                 await asyncio.to_thread(_run, "rabbitmqctl", "start_app")
             except subprocess.CalledProcessError:
-                await asyncio.to_thread(_run, "rabbitmq-server", "-detached")
+                await asyncio.to_thread(_start_rabbitmq_node)
             await _until(_rabbitmq_answers, "RabbitMQ")
         if not await _postgresql_answers():
             cluster = _postgres_cluster()
