@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from asyncpg.pool import PoolConnectionProxy
+from mailroom_common.broker import PRIORITY_ROUTING_KEY
 from mailroom_common.events import (
     DeliveryResult,
     DeliveryResults,
@@ -232,6 +233,9 @@ class OutboundSender:
         emails, forged = self._with_genuine_headers(batch)
         chunk = self._chunk_size()
         for start in range(0, len(emails), chunk):
+            if self.runtime.stopping.is_set():
+                await self._hand_back(batch, emails[start:])
+                break
             part = emails[start : start + chunk]
             state = await self._database(
                 "checking items",
@@ -435,6 +439,17 @@ class OutboundSender:
         await self._broker(
             "holding a batch", lambda: self.runtime.send_work(rest, routing_key=routing_key)
         )
+
+    async def _hand_back(self, batch: OutboundBatch, emails: list[OutboundEmail]) -> None:
+        """A stopping sender ends its batch at the chunk boundary: the emails not yet claimed
+        go back to their queue at once, for a running sender (or this one once restarted),
+        so a drain never outlasts the graceful timeout with a slow server."""
+        rest = batch.model_copy(update={"emails": emails})
+        routing_key = PRIORITY_ROUTING_KEY if batch.kind == "autoresponder" else None
+        await self._broker(
+            "handing back a batch", lambda: self.runtime.send_work(rest, routing_key=routing_key)
+        )
+        log.info("stopping: %d emails of a batch handed back to the queue", len(emails))
 
     async def _announce(self, results: DeliveryResults) -> None:
         """delivery.results is news, the items are recorded: a broker gone for good loses
