@@ -21,8 +21,8 @@ from pydantic import SecretStr
 
 from tests.catalogue.cases import Case, case_ids
 from tests.support.environment import Installation
+from tests.support.faulty_smtp import FaultySmtpServer
 from tests.support.outbound import SenderBench, outbound_email, sender_bench
-from tests.support.smtp_faults import FaultySmtpServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
@@ -131,7 +131,7 @@ async def forged_to_an_outsider(stage: Stage) -> None:
     batch = bench.batch([outbound_email(item, "outsider@evil.test")])
     with pytest.raises(Rejected, match="1 forged"):
         await bench.sender.handle_batch(batch, redelivered=False)
-    assert not stage.smtp.handler.delivered
+    assert not stage.smtp.handler.received
     assert (await bench.rows([item]))[item]["status"] == "queued"
 
 
@@ -146,7 +146,7 @@ async def mismatched_to_header(stage: Stage) -> None:
         ]
     )
     await bench.sender.handle_batch(batch, redelivered=False)
-    assert stage.smtp.handler.delivered_to() == {"b@example.test": 1}
+    assert stage.smtp.handler.recipients() == {"b@example.test": 1}
     rows = await bench.rows([forged, genuine])
     assert rows[forged]["status"] == "queued" and rows[genuine]["status"] == "sent"
 
@@ -173,7 +173,7 @@ async def another_kinds_items(stage: Stage) -> None:
     )
     with pytest.raises(Rejected, match="2 forged"):
         await bench.sender.handle_batch(batch, redelivered=False)
-    assert not stage.smtp.handler.delivered
+    assert not stage.smtp.handler.received
     assert (await bench.rows([item]))[item]["status"] == "queued"
     status = await pool.fetchval("SELECT status FROM autoresponder_items WHERE id = $1", auto_item)
     assert status == "queued"
@@ -191,7 +191,7 @@ async def another_campaigns_item(stage: Stage) -> None:
     batch = batch.model_copy(update={"campaign_id": other})
     with pytest.raises(Rejected):
         await bench.sender.handle_batch(batch, redelivered=False)
-    assert not stage.smtp.handler.delivered
+    assert not stage.smtp.handler.received
     assert (await bench.rows([item]))[item]["status"] == "queued"
 
 
@@ -199,7 +199,7 @@ async def another_campaigns_item(stage: Stage) -> None:
 async def auth_echo_in_reply(stage: Stage) -> None:
     bench = stage.bench
     [item] = await bench.items(["echo@example.test"])
-    stage.smtp.handler.rcpt_replies["echo@example.test"] = (
+    stage.smtp.faults.rcpt_replies["echo@example.test"] = (
         f"550 5.7.1 you sent AUTH PLAIN {AUTH_PLAIN} ({USER}:{PASSWORD})"
     )
     await bench.sender.handle_batch(
@@ -233,14 +233,14 @@ async def refused_login(stage: Stage) -> None:
     retried = await bench.retry_messages()
     assert sorted(e.item_id for b in retried for e in b.emails) == sorted(items)
     assert {e.attempt for b in retried for e in b.emails} == {0}
-    assert not stage.smtp.handler.delivered
+    assert not stage.smtp.handler.received
 
 
 @check("outbound-07")
 async def nested_mail(stage: Stage) -> None:
     bench = stage.bench
     [item] = await bench.items(["nested@example.test"])
-    stage.smtp.handler.rcpt_replies["nested@example.test"] = "503 5.5.1 Error: nested MAIL command"
+    stage.smtp.faults.rcpt_replies["nested@example.test"] = "503 5.5.1 Error: nested MAIL command"
     await bench.sender.handle_batch(
         bench.batch([outbound_email(item, "nested@example.test")]), redelivered=False
     )
@@ -253,7 +253,7 @@ async def nested_mail(stage: Stage) -> None:
 async def reset_mid_data(stage: Stage) -> None:
     bench = stage.bench
     cut, after = await bench.items(["cut@example.test", "after@example.test"])
-    stage.smtp.handler.reset_in_data.add("cut@example.test")
+    stage.smtp.faults.reset_in_data_for.add("cut@example.test")
     await bench.sender.handle_batch(
         bench.batch(
             [outbound_email(cut, "cut@example.test"), outbound_email(after, "after@example.test")]
@@ -268,7 +268,7 @@ async def reset_mid_data(stage: Stage) -> None:
 async def reply_too_long_to_read(stage: Stage) -> None:
     bench = stage.bench
     [item] = await bench.items(["huge@example.test"])
-    stage.smtp.handler.rcpt_replies["huge@example.test"] = "550 5.1.1 " + "x" * 100_000
+    stage.smtp.faults.rcpt_replies["huge@example.test"] = "550 5.1.1 " + "x" * 100_000
     await bench.sender.handle_batch(
         bench.batch([outbound_email(item, "huge@example.test")]), redelivered=False
     )
@@ -282,7 +282,7 @@ async def long_reply_with_control_characters(stage: Stage) -> None:
     bench = stage.bench
     [item] = await bench.items(["noisy@example.test"])
     lines = ["550-5.1.1 " + "x\x00y\r" * 250] * 30
-    stage.smtp.handler.rcpt_replies["noisy@example.test"] = "\r\n".join([*lines, "550 5.1.1 end"])
+    stage.smtp.faults.rcpt_replies["noisy@example.test"] = "\r\n".join([*lines, "550 5.1.1 end"])
     await bench.sender.handle_batch(
         bench.batch([outbound_email(item, "noisy@example.test")]), redelivered=False
     )
@@ -301,7 +301,7 @@ async def to_header_with_two_addresses(stage: Stage) -> None:
     forged = outbound_email(item, "two@example.test", to="two@example.test, spam@evil.test")
     with pytest.raises(Rejected):
         await bench.sender.handle_batch(bench.batch([forged]), redelivered=False)
-    assert not stage.smtp.handler.delivered
+    assert not stage.smtp.handler.received
     assert (await bench.rows([item]))[item]["status"] == "queued"
 
 

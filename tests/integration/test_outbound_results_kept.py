@@ -12,8 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.support.environment import RABBITMQ_URL, Installation
+from tests.support.faulty_smtp import FaultySmtpServer
 from tests.support.outbound import outbound_email, sender_bench
-from tests.support.smtp_faults import FaultySmtpServer
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def test_a_redelivered_batch_resends_only_what_was_in_flight(
         await bench.sender.handle_batch(batch, redelivered=True)
         rows = await bench.rows([done, lost, waiting])
 
-    assert faulty_smtp.handler.delivered_to() == {"lost@example.test": 1, "waiting@example.test": 1}
+    assert faulty_smtp.handler.recipients() == {"lost@example.test": 1, "waiting@example.test": 1}
     assert {r["status"] for r in rows.values()} == {"sent"}
 
 
@@ -68,8 +68,8 @@ async def test_a_consumer_cancelled_mid_batch_still_finishes_it_and_the_redelive
 ) -> None:
     """What a RabbitMQ restart does: the channel closes, the consumer's task is cancelled
     while its batch is half sent, and the batch comes back redelivered."""
-    faulty_smtp.handler.stall_data.add("slow@example.test")
-    faulty_smtp.handler.stall_seconds = 1.0
+    faulty_smtp.faults.stall_data.add("slow@example.test")
+    faulty_smtp.faults.stall_seconds = 1.0
     async with sender_bench(installation, faulty_smtp.port, pool_size=1) as bench:
         addresses = ["slow@example.test", "next1@example.test", "next2@example.test"]
         items = await bench.items(addresses)
@@ -82,7 +82,7 @@ async def test_a_consumer_cancelled_mid_batch_still_finishes_it_and_the_redelive
         await bench.sender.handle_batch(batch, redelivered=True)
         rows = await bench.rows(items)
 
-    assert faulty_smtp.handler.delivered_to() == dict.fromkeys(addresses, 1)
+    assert faulty_smtp.handler.recipients() == dict.fromkeys(addresses, 1)
     assert {r["status"] for r in rows.values()} == {"sent"}
 
 
@@ -91,8 +91,8 @@ async def test_results_wait_for_the_database_to_come_back(
 ) -> None:
     database = TcpProxy(urlsplit(installation.settings.database_url).port or 5432)
     await database.start()
-    faulty_smtp.handler.stall_data.add("slow@example.test")
-    faulty_smtp.handler.stall_seconds = 0.5
+    faulty_smtp.faults.stall_data.add("slow@example.test")
+    faulty_smtp.faults.stall_seconds = 0.5
     async with sender_bench(
         installation,
         faulty_smtp.port,
@@ -112,7 +112,7 @@ async def test_results_wait_for_the_database_to_come_back(
         rows = await bench.rows([slow, other])
         await database.cut()
 
-    assert faulty_smtp.handler.delivered_to() == {"slow@example.test": 1, "other@example.test": 1}
+    assert faulty_smtp.handler.recipients() == {"slow@example.test": 1, "other@example.test": 1}
     assert {r["status"] for r in rows.values()} == {"sent"}
 
 
@@ -121,9 +121,9 @@ async def test_retries_wait_for_the_broker_to_come_back(
 ) -> None:
     broker = TcpProxy(urlsplit(RABBITMQ_URL).port or 5672)
     await broker.start()
-    faulty_smtp.handler.stall_rcpt.add("later@example.test")
-    faulty_smtp.handler.stall_seconds = 0.5
-    faulty_smtp.handler.rcpt_replies["later@example.test"] = "451 4.3.0 Try again later"
+    faulty_smtp.faults.stall_rcpt.add("later@example.test")
+    faulty_smtp.faults.stall_seconds = 0.5
+    faulty_smtp.faults.rcpt_replies["later@example.test"] = "451 4.3.0 Try again later"
     async with sender_bench(
         installation, faulty_smtp.port, rabbitmq_url=through(RABBITMQ_URL, broker)
     ) as bench:
@@ -145,4 +145,4 @@ async def test_retries_wait_for_the_broker_to_come_back(
         await broker.cut()
 
     assert [e.item_id for b in retried for e in b.emails] == [later]
-    assert faulty_smtp.handler.delivered_to() == {"fine@example.test": 1}
+    assert faulty_smtp.handler.recipients() == {"fine@example.test": 1}

@@ -8,7 +8,7 @@ import pytest
 from mailroom_common.runtime_settings import SmtpAccount
 from mailroom_config.checks import send_test_email
 
-from tests.support.smtp_faults import FaultySmtpServer
+from tests.support.faulty_smtp import FaultySmtpServer
 
 pytestmark = [
     pytest.mark.integration,
@@ -23,7 +23,7 @@ async def test_a_reply_echoing_auth_plain_loses_the_credentials(accepted: bool) 
     echo = f"you said AUTH PLAIN {plain} ({user}:{secret})"
     with FaultySmtpServer(username=user, password=secret) as server:
         to = "admin@example.test"
-        replies = server.handler.data_replies if accepted else server.handler.rcpt_replies
+        replies = server.faults.data_replies if accepted else server.faults.rcpt_replies
         replies[to] = f"250 2.0.0 queued; {echo}" if accepted else f"550 5.7.1 {echo}"
         account = SmtpAccount(port=server.port, username=user, password=secret)
         result = await send_test_email(account, to)

@@ -11,8 +11,8 @@ import pytest
 from mailroom_common.runtime_settings import SmtpAccount
 from mailroom_outbound_sender.smtp_pool import SmtpPool
 
+from tests.support.faulty_smtp import FaultySmtpServer
 from tests.support.outbound import outbound_email
-from tests.support.smtp_faults import FaultySmtpServer
 
 pytestmark = [
     pytest.mark.integration,
@@ -44,27 +44,27 @@ async def _cancel_when_stalled(server: FaultySmtpServer, send: asyncio.Task[obje
 async def test_a_send_cancelled_mid_transaction_does_not_spoil_the_next(
     faulty_smtp: FaultySmtpServer, stage: str
 ) -> None:
-    handler = faulty_smtp.handler
-    (handler.stall_rcpt if stage == "RCPT" else handler.stall_data).add("slow@example.test")
-    handler.stall_seconds = 0.5
+    faults = faulty_smtp.faults
+    (faults.stall_rcpt if stage == "RCPT" else faults.stall_data).add("slow@example.test")
+    faults.stall_seconds = 0.5
     pool = pool_for(faulty_smtp.port)
     try:
         send = asyncio.create_task(pool.send_all([outbound_email(1, "slow@example.test")]))
         await _cancel_when_stalled(faulty_smtp, send)
-        await asyncio.sleep(handler.stall_seconds + 0.2)  # the server answers the old command
+        await asyncio.sleep(faults.stall_seconds + 0.2)  # the server answers the old command
 
         outcomes = await pool.send_all([outbound_email(2, "next@example.test")])
     finally:
         await pool.close()
 
     assert [(o.status, o.smtp_code) for o in outcomes] == [("sent", 250)], outcomes
-    assert handler.delivered_to()["next@example.test"] == 1
+    assert faulty_smtp.handler.recipients()["next@example.test"] == 1
 
 
 async def test_a_bad_sequence_reply_is_our_error_not_the_recipients(
     faulty_smtp: FaultySmtpServer,
 ) -> None:
-    faulty_smtp.handler.rcpt_replies["odd@example.test"] = NESTED_MAIL
+    faulty_smtp.faults.rcpt_replies["odd@example.test"] = NESTED_MAIL
     pool = pool_for(faulty_smtp.port)
     try:
         first = await pool.send_all([outbound_email(1, "odd@example.test")])
@@ -82,7 +82,7 @@ async def test_a_bad_sequence_reply_is_our_error_not_the_recipients(
 async def test_a_permanent_refusal_keeps_the_connection_after_a_reset(
     faulty_smtp: FaultySmtpServer,
 ) -> None:
-    faulty_smtp.handler.rcpt_replies["gone@example.test"] = "550 5.1.1 No such user"
+    faulty_smtp.faults.rcpt_replies["gone@example.test"] = "550 5.1.1 No such user"
     pool = pool_for(faulty_smtp.port)
     try:
         outcomes = await pool.send_all(
@@ -96,7 +96,7 @@ async def test_a_permanent_refusal_keeps_the_connection_after_a_reset(
 async def test_a_connection_reset_after_the_message_is_a_temporary_failure(
     faulty_smtp: FaultySmtpServer,
 ) -> None:
-    faulty_smtp.handler.reset_in_data.add("cut@example.test")
+    faulty_smtp.faults.reset_in_data_for.add("cut@example.test")
     pool = pool_for(faulty_smtp.port)
     try:
         outcomes = await pool.send_all(
@@ -119,14 +119,14 @@ async def test_a_refused_login_is_the_accounts_problem_and_tried_once() -> None:
             await pool.close()
     assert len(outcomes) == 10
     assert {(o.status, o.smtp_code, o.account_problem) for o in outcomes} == {("retry", 535, True)}
-    assert not server.handler.delivered
+    assert not server.handler.received
     assert all("wrong-password" not in o.smtp_reply for o in outcomes)
 
 
 async def test_replies_echoing_the_credentials_are_scrubbed(faulty_smtp: FaultySmtpServer) -> None:
     secret = "s3cret-Passw0rd"
     plain = base64.b64encode(f"\0mailer\0{secret}".encode()).decode()
-    faulty_smtp.handler.rcpt_replies["echo@example.test"] = (
+    faulty_smtp.faults.rcpt_replies["echo@example.test"] = (
         f"550 5.7.1 you said AUTH PLAIN {plain} and then {secret}"
     )
     pool = pool_for(faulty_smtp.port, username="mailer", password=secret)

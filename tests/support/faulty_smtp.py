@@ -1,7 +1,9 @@
 """An SMTP server (aiosmtpd, in a thread) whose faults the test turns on and off while it
-keeps recording what it accepted: busy (421) for a period, greylisting (451) and rejecting
-(550) chosen recipients, connections reset in the middle of DATA, and the whole server gone
-(stopped, then started again on the same port).
+keeps recording what it accepted (tests/support/smtp.py's recording, plus when): chosen
+replies, stalls and connection resets for chosen recipients, busy (421) for a period,
+greylisting (451) and rejecting (550) chosen recipients, resets in the middle of DATA, a slow
+server, refused logins, and the whole server gone (stopped, then started again on the same
+port).
 
 Faults are driven from the test's thread; the server's thread reads them under a lock.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 import struct
 import threading
@@ -21,28 +22,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.support.ports import free_port
-from tests.support.smtp import MAILBOX_UNAVAILABLE, TEMPORARY_FAILURE, Received
+from tests.support.smtp import MAILBOX_UNAVAILABLE, TEMPORARY_FAILURE, RecordingHandler
 
 SERVICE_NOT_AVAILABLE = "421 4.3.2 Service not available, closing transmission channel"
-MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One accepted message, one recipient: what the counts are made of."""
-
-    recipient: str
-    message_id: str
-    at: float  # time.monotonic() when the server answered 250
 
 
 @dataclass
 class Faults:
-    """What the server does wrong right now; every field may change while it runs."""
+    """What the server does wrong right now; every field may change while it runs.
+    Recipients are given in lower case."""
 
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # recipient -> RCPT reply
+    data_replies: dict[str, str] = field(default_factory=dict)  # recipient -> DATA reply
+    stall_rcpt: set[str] = field(default_factory=set)  # RCPT of these waits stall_seconds
+    stall_data: set[str] = field(default_factory=set)  # so does DATA of a message to these
+    stall_seconds: float = 2.0
+    reset_in_data_for: set[str] = field(default_factory=set)  # every message to these
     busy_until: float = 0.0  # 421 at connect and to every MAIL until then (monotonic)
     greylist: dict[str, int] = field(default_factory=dict)  # recipient -> 451s still to give
     reject: set[str] = field(default_factory=set)  # recipients always answered 550
@@ -62,20 +60,24 @@ class FaultCounts:
     reset_after_data: int = 0  # these messages were recorded: ambiguous for the client
 
 
-class FaultyHandler:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.faults = Faults()
-        self.counts = FaultCounts()
-        self.received: list[Received] = []
-        self.deliveries: list[Delivery] = []
+@dataclass
+class FaultyHandler(RecordingHandler):
+    faults: Faults = field(default_factory=Faults)
+    counts: FaultCounts = field(default_factory=FaultCounts)
+    commands: Counter[str] = field(default_factory=Counter)  # MAIL commands seen
+    stalled: threading.Event = field(default_factory=threading.Event)  # set at a stall
 
     def busy(self) -> bool:
         return time.monotonic() < self.faults.busy_until
 
+    async def _stall(self) -> None:
+        self.stalled.set()
+        await asyncio.sleep(self.faults.stall_seconds)
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.commands["MAIL"] += 1
         if self.busy():
             with self.lock:
                 self.counts.busy_replies += 1
@@ -89,8 +91,12 @@ class FaultyHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         lowered = address.lower()
+        faults = self.faults
+        if lowered in faults.stall_rcpt:
+            await self._stall()
         with self.lock:
-            faults = self.faults
+            if lowered in faults.rcpt_replies:
+                return faults.rcpt_replies[lowered]
             if lowered in faults.reject:
                 self.counts.rejected += 1
                 return MAILBOX_UNAVAILABLE
@@ -98,56 +104,50 @@ class FaultyHandler:
                 faults.greylist[lowered] -= 1
                 self.counts.greylisted += 1
                 return TEMPORARY_FAILURE
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
+        return await super().handle_RCPT(server, session, envelope, address, options)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        data = envelope.original_content or envelope.content
-        assert isinstance(data, bytes)
-        if self.faults.data_delay > 0:
-            await asyncio.sleep(self.faults.data_delay)
+        faults = self.faults
+        recipients = [r.lower() for r in envelope.rcpt_tos]
+        if faults.data_delay > 0:
+            await asyncio.sleep(faults.data_delay)
+        if faults.stall_data.intersection(recipients):
+            await self._stall()
+        refusal = next((faults.data_replies[r] for r in recipients if r in faults.data_replies), "")
         with self.lock:
-            if self.faults.reset_in_data > 0:
-                self.faults.reset_in_data -= 1
-                self.counts.reset_in_data += 1
-                _reset(server)
-                return "451 never seen: the connection is gone"
-            reset_after = self.faults.reset_after_data > 0
+            if faults.reset_in_data_for.intersection(recipients):
+                return self._reset_in_data(server)
+            if faults.reset_in_data > 0:
+                faults.reset_in_data -= 1
+                return self._reset_in_data(server)
+            if refusal:
+                return refusal
+            reset_after = faults.reset_after_data > 0
             if reset_after:
-                self.faults.reset_after_data -= 1
+                faults.reset_after_data -= 1
                 self.counts.reset_after_data += 1
-            self._record(envelope, data)
+        accepted = await super().handle_DATA(server, session, envelope)
         if reset_after:
             _reset(server)
             return "250 never seen: the connection is gone"
-        return "250 Message accepted for delivery"
+        return accepted
 
-    def _record(self, envelope: Envelope, data: bytes) -> None:
-        found = MESSAGE_ID.search(data[:8192])
-        message_id = found.group(1).decode() if found else ""
-        now = time.monotonic()
-        self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), data))
-        self.deliveries.extend(Delivery(r.lower(), message_id, now) for r in envelope.rcpt_tos)
+    def _reset_in_data(self, server: SMTP) -> str:
+        self.counts.reset_in_data += 1
+        _reset(server)
+        return "451 never seen: the connection is gone"
 
-    # --- what arrived --------------------------------------------------------------------
-
-    def snapshot(self) -> list[Delivery]:
-        with self.lock:
-            return list(self.deliveries)
-
-    def recipients(self) -> Counter[str]:
-        return Counter(d.recipient for d in self.snapshot())
-
-    def message_ids(self) -> Counter[str]:
-        return Counter(d.message_id for d in self.snapshot())
+    # --- what arrived, besides RecordingHandler's received, recipients() and message_ids()
 
     def count(self) -> int:
+        """Messages accepted, counted once per recipient."""
         with self.lock:
-            return len(self.deliveries)
+            return sum(len(r.recipients) for r in self.received)
 
     def first_after(self, moment: float) -> float | None:
         """When the first message after `moment` (monotonic) was accepted, if any."""
-        return next((d.at for d in self.snapshot() if d.at > moment), None)
+        with self.lock:
+            return next((r.at for r in self.received if r.at > moment), None)
 
 
 def _close_soon(server: SMTP) -> None:
@@ -198,13 +198,14 @@ class _BusyAwareSMTP(SMTP):
 
 
 class _Controller(Controller):
-    def __init__(self, handler: FaultyHandler, port: int) -> None:
+    def __init__(self, handler: FaultyHandler, port: int, **smtp_options: Any) -> None:
         super().__init__(
             handler,
             hostname="127.0.0.1",
             port=port,
             data_size_limit=50 * 1024 * 1024,
             decode_data=False,
+            **smtp_options,
         )
         self.sessions: set[SMTP] = set()
 
@@ -226,12 +227,31 @@ class _Controller(Controller):
 
 class FaultySmtpServer:
     """`with FaultySmtpServer() as smtp:` a recording SMTP server on a free loopback port;
-    `smtp.faults` is what it does wrong now, `smtp.gone()` takes it away for a while."""
+    `smtp.faults` is what it does wrong now, `smtp.gone()` takes it away for a while.
+    With `password`, logins are required and only `username`/`password` is accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, username: str = "", password: str = "") -> None:
         self.handler = FaultyHandler()
         self.port = free_port()
+        self.username, self.password = username, password
+        self._smtp_options: dict[str, Any] = {}
+        if password:
+            self._smtp_options = {
+                "authenticator": self._authenticate,
+                "auth_require_tls": False,
+                "auth_required": True,
+            }
         self._controller: _Controller | None = None
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login.decode() == self.username
+            and data.password.decode() == self.password
+        )
+        return AuthResult(success=ok, handled=False)
 
     @property
     def faults(self) -> Faults:
@@ -243,9 +263,9 @@ class FaultySmtpServer:
 
     def start(self) -> None:
         assert self._controller is None, "already running"
-        controller = _Controller(self.handler, self.port)
         deadline = time.monotonic() + 30
         while True:  # the old listener's port may take a moment to be free again
+            controller = _Controller(self.handler, self.port, **self._smtp_options)
             try:
                 controller.start()
                 break
@@ -253,7 +273,6 @@ class FaultySmtpServer:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-                controller = _Controller(self.handler, self.port)
         self._controller = controller
 
     def stop(self) -> None:
