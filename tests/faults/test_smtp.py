@@ -10,15 +10,23 @@ connection broke before its reply came back).
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 from mailroom_common.runtime_settings import SettingsStore
 
 from tests.support.dovecot import Dovecot, running_dovecot
 from tests.support.environment import Installation
-from tests.support.fault_bounces import bounce_mailbox, bounce_some, restart_mid_fetch
+from tests.support.fault_bounces import (
+    bounce_mailbox,
+    bounce_some,
+    restart_dovecot,
+    restart_mid_fetch,
+    restart_service,
+)
 from tests.support.fault_campaign import CAMPAIGN_SERVICES, RECIPIENTS, FaultCampaign, prepared_run
 from tests.support.faulty_smtp import FaultySmtpServer
 
@@ -135,8 +143,20 @@ async def test_smtp_server_gone_for_60_seconds_while_bounces_are_fetched_and_ima
     with smtp.gone():
         gone = time.monotonic()
         delivered_before = smtp.handler.count()
-        bounced = await bounce_some(run, dovecot, BOUNCES)
-        imap = await restart_mid_fetch(run, dovecot, BOUNCES)
+        # three rounds of bounces, each with its fault mid-fetch: Dovecot restarted, then the
+        # bounce processor killed, then stopped, each started again
+        earlier: frozenset[str] = frozenset()
+        mailbox_figures = []
+        faults = [
+            ("imap-restart-mid-fetch", partial(restart_dovecot, dovecot)),
+            ("sigkill-bounce_processor", partial(restart_service, run, signal.SIGKILL)),
+            ("sigterm-bounce_processor", partial(restart_service, run, signal.SIGTERM)),
+        ]
+        for case, fault in faults:
+            bounced = await bounce_some(run, dovecot, BOUNCES)
+            restart = await restart_mid_fetch(run, dovecot, BOUNCES, fault, len(earlier))
+            mailbox_figures.append(await restart.figures(run, case, bounced, earlier))
+            earlier |= bounced
         await asyncio.sleep(max(0.0, gone + 60 - time.monotonic()))
     back = time.monotonic()
 
@@ -148,8 +168,9 @@ async def test_smtp_server_gone_for_60_seconds_while_bounces_are_fetched_and_ima
         delivered_before=delivered_before,
     )
     run.report(figures)
-    bounce_figures = await imap.figures(run, bounced)
-    print(bounce_figures.line())
+    for round_figures in mailbox_figures:
+        print(round_figures.line())
     assert delivered_before < RECIPIENTS, "the campaign was over before the server went away"
     figures.check(zero_duplicates=False)
-    bounce_figures.check()
+    for round_figures in mailbox_figures:
+        round_figures.check()

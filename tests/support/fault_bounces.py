@@ -5,7 +5,9 @@ figures of that case."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mailroom_common.runtime_settings import BounceMailbox
@@ -67,6 +69,7 @@ async def _processed(run: FaultCampaign) -> int:
 
 @dataclass
 class BounceFigures:
+    case: str
     appended: int
     processed: int
     bounce_records: int
@@ -78,7 +81,7 @@ class BounceFigures:
 
     def line(self) -> str:
         return (
-            f"{SUMMARY_PREFIX} imap-restart-mid-fetch: appended={self.appended}"
+            f"{SUMMARY_PREFIX} {self.case}: appended={self.appended}"
             f" in_flight=- left_at_crash={self.appended - self.at_crash}"
             f" duplicates={self.bounce_records - self.appended}"
             f" missing={self.appended - self.processed} processed={self.processed}"
@@ -110,8 +113,15 @@ class MailboxRestart:
     at_crash: int  # messages processed when Dovecot was killed
     back: float  # time.monotonic() when it was started again
     drained: float  # when every message was processed and the mailbox empty
+    already: int = 0  # messages processed before this round's were appended
 
-    async def figures(self, run: FaultCampaign, bounced: set[str]) -> BounceFigures:
+    async def figures(
+        self,
+        run: FaultCampaign,
+        case: str,
+        bounced: set[str],
+        earlier: frozenset[str] = frozenset(),
+    ) -> BounceFigures:
         items = {
             r["email"]
             for r in await run.pool.fetch(
@@ -123,37 +133,58 @@ class MailboxRestart:
         suppressed = await run.pool.fetchval(
             "SELECT count(*) FROM suppressions WHERE email = ANY($1::text[])", list(bounced)
         )
+        records = await run.pool.fetchval("SELECT count(*) FROM bounces")
         return BounceFigures(
+            case=case,
             appended=len(bounced),
-            processed=await _processed(run),
-            bounce_records=await run.pool.fetchval("SELECT count(*) FROM bounces"),
+            processed=await _processed(run) - self.already,
+            bounce_records=records - self.already,
             items_bounced=len(items & bounced),
             suppressed=suppressed,
-            wrong_items=len(items - bounced),
+            wrong_items=len(items - bounced - earlier),
             at_crash=self.at_crash,
             recover_s=self.drained - self.back,
         )
 
 
-async def restart_mid_fetch(run: FaultCampaign, dovecot: Dovecot, total: int) -> MailboxRestart:
-    """Kill Dovecot once the bounce processor has handled a few of `total` messages, start it
-    again, and wait until the mailbox is processed and empty."""
-
-    async def fetching() -> bool:
-        return await _processed(run) >= 10
-
-    await run.until(fetching, "the bounce processor to be fetching")
+async def restart_dovecot(dovecot: Dovecot) -> None:
     dovecot.kill()
-    at_crash = await _processed(run)
     await asyncio.sleep(1.5)
     dovecot.start()
+
+
+async def restart_service(run: FaultCampaign, how: signal.Signals) -> None:
+    """The bounce processor stopped with `how` (a SIGTERM must end it cleanly) and started
+    again."""
+    exit_code = await run.stop("bounce_processor", how, lambda: None)
+    assert how == signal.SIGKILL or exit_code == 0, f"bounce_processor exited {exit_code}"
+    await run.start_again("bounce_processor")
+
+
+async def restart_mid_fetch(
+    run: FaultCampaign,
+    dovecot: Dovecot,
+    total: int,
+    fault: Callable[[], Awaitable[None]],
+    already: int = 0,
+) -> MailboxRestart:
+    """Bring `fault` (Dovecot or the bounce processor stopped and started again) once the
+    bounce processor has handled a few of the `total` new messages (`already` were processed
+    before them), and wait until the mailbox is processed and empty."""
+
+    async def fetching() -> bool:
+        return await _processed(run) >= already + 10
+
+    await run.until(fetching, "the bounce processor to be fetching")
+    at_crash = await _processed(run) - already
+    await fault()
     back = time.monotonic()
 
     async def drained() -> bool:
-        return await _processed(run) >= total and await dovecot.count() == 0
+        return await _processed(run) >= already + total and await dovecot.count() == 0
 
     try:
         await run.until(drained, f"{total} bounces processed and the mailbox empty", 120)
     except AssertionError as error:
         raise AssertionError(f"{error}\n{run.log_digest()}\n{dovecot.log()[-2000:]}") from None
-    return MailboxRestart(at_crash, back, time.monotonic())
+    return MailboxRestart(at_crash, back, time.monotonic(), already)
