@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncpg.pool import Pool
+from mailroom_common.archive import item_counts
 from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
 from mailroom_common.events import OPEN_STATUSES, Event
 from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
@@ -77,19 +78,12 @@ async def create_campaign(pool: Pool, campaign: NewCampaign, settings: Settings)
 async def campaign_status(pool: Pool, campaign_id: int) -> dict[str, Any] | None:
     row = await pool.fetchrow(
         "SELECT id, name, status, generation_done, failure_reason, send_at, launched_at,"
-        " generated_at, completed_at FROM campaigns WHERE id = $1",
+        " generated_at, completed_at, archived_at FROM campaigns WHERE id = $1",
         campaign_id,
     )
     if row is None:
         return None
-    counts = {
-        r["status"]: r["n"]
-        for r in await pool.fetch(
-            "SELECT status, count(*) AS n FROM campaign_items WHERE campaign_id = $1"
-            " GROUP BY status",
-            campaign_id,
-        )
-    }
+    counts = await item_counts(pool, campaign_id)
     total = sum(counts.values())
     open_items = sum(counts.get(s, 0) for s in OPEN_STATUSES)
     status = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in dict(row).items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import asyncpg
 import httpx
 import typer
+from mailroom_common import archive as archiving
 from mailroom_common.db import create_pool
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
 from mailroom_common.logs import configure_logging
@@ -280,6 +282,53 @@ def campaign_status(
     console.print(table)
     if status["failure_reason"]:
         console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
+
+
+@campaign_app.command("archive")
+def campaign_archive(
+    campaign_id: int,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Archive items still in flight as they are (their results are lost)."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Move a finished campaign's items to the archive: its counts stay, late bounces still
+    match, and campaign_items holds only today's items. Safe to interrupt and run again."""
+    settings = Settings()
+
+    async def archive(pool: asyncpg.Pool) -> archiving.ArchiveResult:
+        with Progress(
+            TextColumn(f"archiving campaign {campaign_id}"),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+            transient=True,
+            disable=as_json,
+        ) as progress:
+            task = progress.add_task("archive", total=None)
+            return await archiving.archive_campaign(
+                pool,
+                campaign_id,
+                settings.archive_chunk_items,
+                force=force,
+                progress=lambda moved: progress.advance(task, moved),
+            )
+
+    try:
+        result = _run(_with_pool(settings, archive))
+    except archiving.ArchiveRefused as refused:
+        raise _fail(str(refused)) from refused
+    if as_json:
+        console.print_json(json.dumps(dataclasses.asdict(result)))
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
+    console.print(
+        f"campaign {campaign_id} archived: {result.moved} items moved now;"
+        f" its items: {counts or 'none'}"
+    )
 
 
 def watch_campaign(

@@ -63,6 +63,20 @@ class Settings(BaseSettings):
         gt=0,
         description="Age after which a stuck item or page is handed over again.",
     )
+    archive_after_days: int = Field(
+        default=30,
+        ge=0,
+        le=36500,
+        description="Days after a campaign ends (completed, cancelled, failed) before the"
+        " completion service moves its items to archived_items; 0: never (archive by hand with"
+        " `mailroom campaign archive ID`).",
+    )
+    archive_chunk_items: int = Field(
+        default=20_000,
+        ge=1,
+        le=1_000_000,
+        description="Items archived per transaction.",
+    )
 
     signing_key: SecretStr = SecretStr(DEVELOPMENT_SIGNING_KEY)
     settings_key: SecretStr = Field(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
+from mailroom_common.archive import bounce_archived_item
 from mailroom_common.bounces import BouncedRecipient, BounceReport
 from mailroom_common.bounces.models import COMPLAINT, DELAYED, FAILED, HARD, SOFT
 from mailroom_common.events import BounceDetected
@@ -46,10 +47,15 @@ def _json(value: dict[str, str]) -> str:
     return json.dumps({k.replace("\x00", ""): _clean(v) for k, v in value.items()})
 
 
-# An item is a campaign item or an autoresponder item ("a<id>"); `item_table` says which.
+# An item is a campaign item, archived or not, or an autoresponder item ("a<id>");
+# `item_table` says which. Locked: archiving cannot move it while its bounce is recorded.
 CAMPAIGN_ITEM = (
     "SELECT id, lower(email) AS email, status, sent_at, campaign_id,"
     " 'campaign_items' AS item_table FROM campaign_items"
+)
+ARCHIVED_ITEM = (
+    "SELECT id, lower(email) AS email, status, sent_at, campaign_id,"
+    " 'archived_items' AS item_table FROM archived_items"
 )
 AUTORESPONDER_ITEM = (
     "SELECT id, lower(email) AS email, status, sent_at, NULL::bigint AS campaign_id,"
@@ -58,9 +64,20 @@ AUTORESPONDER_ITEM = (
 
 
 async def _item(conn: PoolConnectionProxy, item_ref: str) -> dict[str, Any] | None:
-    query = AUTORESPONDER_ITEM if item_ref.startswith("a") else CAMPAIGN_ITEM
-    row = await conn.fetchrow(f"{query} WHERE id = $1", int(item_ref.removeprefix("a")))
-    return dict(row) if row else None
+    item_id = int(item_ref.removeprefix("a"))
+    queries = (AUTORESPONDER_ITEM,) if item_ref.startswith("a") else (CAMPAIGN_ITEM, ARCHIVED_ITEM)
+    for query in queries:
+        row = await conn.fetchrow(f"{query} WHERE id = $1 FOR UPDATE", item_id)
+        if row is not None:
+            return dict(row)
+    return None
+
+
+def _campaign_item_id(item: dict[str, Any] | None) -> int | None:
+    if item is None or item["item_table"] == "autoresponder_items":
+        return None
+    item_id: int = item["id"]
+    return item_id
 
 
 async def _suppress(conn: PoolConnectionProxy, email: str, reason: str, detail: str) -> None:
@@ -208,25 +225,31 @@ class Recorder:
         final = action != DELAYED
         if item is not None and final and kind in (HARD, SOFT):
             code = _REPLY_CODE.search(diagnostic or "")
-            await conn.execute(
-                f"UPDATE {item['item_table']} SET status = 'bounced',"
-                " bounce_kind = CASE WHEN status = 'bounced' AND bounce_kind = 'hard'"
-                "   THEN 'hard' ELSE $2 END,"
-                " smtp_code = COALESCE($3, smtp_code), smtp_reply = COALESCE($4, smtp_reply),"
-                " error = $5"
-                " WHERE id = $1 AND status = ANY($6::text[])",
-                item["id"],
-                kind,
-                int(code.group(1)) if code else None,
-                diagnostic,
-                _clean(f"bounced ({kind}): {status or 'no status'} {diagnostic or ''}".strip()),
-                list(BOUNCEABLE),
-            )
+            smtp_code = int(code.group(1)) if code else None
+            if item["item_table"] == "archived_items":
+                await bounce_archived_item(
+                    conn, item["id"], item["status"], kind, smtp_code, BOUNCEABLE
+                )
+            else:
+                await conn.execute(
+                    f"UPDATE {item['item_table']} SET status = 'bounced',"
+                    " bounce_kind = CASE WHEN status = 'bounced' AND bounce_kind = 'hard'"
+                    "   THEN 'hard' ELSE $2 END,"
+                    " smtp_code = COALESCE($3, smtp_code), smtp_reply = COALESCE($4, smtp_reply),"
+                    " error = $5"
+                    " WHERE id = $1 AND status = ANY($6::text[])",
+                    item["id"],
+                    kind,
+                    smtp_code,
+                    diagnostic,
+                    _clean(f"bounced ({kind}): {status or 'no status'} {diagnostic or ''}".strip()),
+                    list(BOUNCEABLE),
+                )
         await conn.execute(
             "INSERT INTO bounces (item_id, campaign_id, email, kind, action, status, diagnostic,"
             " matched_by, digest, headers, autoresponder_item_id)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)",
-            item["id"] if item and item["item_table"] == "campaign_items" else None,
+            _campaign_item_id(item),
             item["campaign_id"] if item else None,
             email,
             kind,
@@ -273,7 +296,7 @@ class Recorder:
                 email,
             )
         return BounceDetected(
-            item_id=item["id"] if item and item["item_table"] == "campaign_items" else None,
+            item_id=_campaign_item_id(item),
             autoresponder_item_id=(
                 item["id"] if item and item["item_table"] == "autoresponder_items" else None
             ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from mailroom_common.archive import item_counts
 from mailroom_common.events import CampaignCompleted
 from mailroom_common.metrics import CAMPAIGNS_COMPLETED
 from mailroom_common.runtime import Runtime
@@ -19,14 +20,6 @@ RETURNING id
 """
 
 
-async def status_counts(runtime: Runtime, campaign_id: int) -> dict[str, int]:
-    rows = await runtime.pool.fetch(
-        "SELECT status, count(*) AS n FROM campaign_items WHERE campaign_id = $1 GROUP BY status",
-        campaign_id,
-    )
-    return {row["status"]: row["n"] for row in rows}
-
-
 class CompletionTracker:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -35,7 +28,7 @@ class CompletionTracker:
         completed = await self.runtime.pool.fetchval(COMPLETE_IF_DONE, campaign_id)
         if completed is None:
             return False
-        counts = await status_counts(self.runtime, campaign_id)
+        counts = await item_counts(self.runtime.pool, campaign_id)
         log.info("campaign %d completed: %s", campaign_id, counts)
         CAMPAIGNS_COMPLETED.labels("completed").inc()
         await self.runtime.announce(

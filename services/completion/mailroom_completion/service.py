@@ -1,4 +1,5 @@
-"""completion: marks campaigns completed and announces their figures."""
+"""completion: marks campaigns completed and announces their figures; archives the items
+of campaigns that ended long ago."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
 from mailroom_completion.completion import CompletionTracker
+from mailroom_completion.retention import Retention
 
 EVENTS: dict[str, type[Event]] = {
     DeliveryResults.routing_key: DeliveryResults,
@@ -32,4 +34,8 @@ def build(runtime: Runtime) -> Service:
     sweep = PeriodicTask(
         "mark-campaigns-completed", runtime.settings.sweep_interval_seconds, tracker.sweep
     )
-    return Service("completion", router, periodic=[sweep])
+    retention = Retention(runtime)
+    archive = PeriodicTask(
+        "archive-finished-campaigns", runtime.settings.sweep_interval_seconds, retention.sweep
+    )
+    return Service("completion", router, periodic=[sweep, archive])

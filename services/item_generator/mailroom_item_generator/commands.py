@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from mailroom_common.archive import item_counts
 from mailroom_common.events import (
     CampaignCancel,
     CampaignCompleted,
@@ -81,17 +82,9 @@ async def cancel(runtime: Runtime, command: CampaignCancel) -> None:
             " WHERE campaign_id = $1 AND status IN ('pending', 'queued', 'retry')",
             command.campaign_id,
         )
-        rows = await conn.fetch(
-            "SELECT status, count(*) AS n FROM campaign_items WHERE campaign_id = $1"
-            " GROUP BY status",
-            command.campaign_id,
-        )
+        counts = await item_counts(conn, command.campaign_id)
     await runtime.announce(
-        CampaignCompleted(
-            campaign_id=command.campaign_id,
-            status="cancelled",
-            counts={r["status"]: r["n"] for r in rows},
-        )
+        CampaignCompleted(campaign_id=command.campaign_id, status="cancelled", counts=counts)
     )
 
 
