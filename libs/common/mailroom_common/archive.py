@@ -36,12 +36,13 @@ SELECT status, sum(n)::bigint AS n FROM (
 """
 
 # One chunk, in address order over campaign_items_one_per_address (campaign_id, lower(email)):
-# each chunk reads only its own rows. {after} is empty for the first chunk.
+# each chunk reads only its own rows. {after} is empty for the first chunk. `= ANY(ARRAY(...))`
+# deletes through the primary key (`IN (SELECT ...)` may hash-join a scan of the whole table).
 MOVE_CHUNK = """
 WITH moved AS (
-    DELETE FROM campaign_items WHERE id IN (
+    DELETE FROM campaign_items WHERE id = ANY(ARRAY(
         SELECT id FROM campaign_items WHERE campaign_id = $1 {after}
-        ORDER BY lower(email) LIMIT $2)
+        ORDER BY lower(email) LIMIT $2))
     RETURNING id, campaign_id, contact_id, email, status, bounce_kind, smtp_code, sent_at
 ), archived AS (
     INSERT INTO archived_items
