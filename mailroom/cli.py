@@ -280,6 +280,8 @@ def campaign_status(
         table.add_row(key, str(value))
     table.add_row("total", str(status["items"]))
     console.print(table)
+    if status["archived_at"]:
+        console.print(f"items archived at {status['archived_at']}")
     if status["failure_reason"]:
         console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
 

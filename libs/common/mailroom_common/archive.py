@@ -68,7 +68,8 @@ RETURNING (SELECT coalesce(sum(n), 0) FROM by_status)::bigint AS moved,
 FIRST_CHUNK = MOVE_CHUNK.format(after="")
 NEXT_CHUNK = MOVE_CHUNK.format(after="AND lower(email) > $3")
 
-# Every item moved: the campaign is archived (its pages go next: nothing refers to them now).
+# Every item moved: the campaign is archived. Its item_pages rows stay (one per thousand
+# items): deleting them would check campaign_items.page_id, which has no index, once a page.
 FINISH = """
 UPDATE campaigns SET archived_at = now(), archived_counts = coalesce(archived_counts, '{}')
 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM campaign_items WHERE campaign_id = $1)
@@ -172,8 +173,6 @@ async def archive_campaign(
             done = False
             if moved < chunk_items:
                 done = await conn.fetchval(FINISH, campaign_id) is not None
-                if done:
-                    await conn.execute("DELETE FROM item_pages WHERE campaign_id = $1", campaign_id)
         result.moved += moved
         if progress is not None and moved:
             progress(moved)
