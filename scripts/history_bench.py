@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import statistics
 import time
@@ -152,12 +153,10 @@ async def generate(settings: Settings, list_id: int, admin: asyncpg.Connection) 
     await asyncio.sleep(1.2)
     await admin.execute("SELECT pg_stat_force_next_flush()")
     after = await database_work(admin)
-    pages = await admin.fetchval(
-        "SELECT count(DISTINCT page_id) FROM campaign_items WHERE campaign_id = $1", campaign_id
-    )
     items = await admin.fetchval(
         "SELECT count(*) FROM campaign_items WHERE campaign_id = $1", campaign_id
     )
+    pages = math.ceil(items / settings.items_page_size)
     buffers = (after["blks_hit"] + after["blks_read"]) - (before["blks_hit"] + before["blks_read"])
     return {
         "campaign_id": campaign_id,
