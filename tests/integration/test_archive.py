@@ -1,13 +1,16 @@
 """Archiving finished campaigns: `mailroom campaign archive ID` and the completion service's
 retention move a campaign's items out of campaign_items; its counts stay, a late bounce of
 one of its messages still bounces the item and suppresses the address, its unsubscribe links
-still work, and a campaign that is still running is refused."""
+still work, a campaign that is still running is refused, and an archive killed midway
+leaves exact counts and finishes when run again."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import sys
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -21,7 +24,7 @@ from mailroom_common.runtime_settings import BounceMailbox
 
 from tests.support import bounce_messages as bm
 from tests.support.cli import run_mailroom
-from tests.support.environment import Installation, wait_for
+from tests.support.environment import ROOT, Installation, wait_for
 from tests.support.scenario import campaign_reaches, launched_campaign
 from tests.support.seed import make_campaign
 from tests.support.smtp import SmtpServer
@@ -202,5 +205,41 @@ async def test_retention_archives_only_campaigns_that_ended_long_ago() -> None:
         assert {r["campaign_id"]: r["n"] for r in rows} == {recent: 4, running: 6}
         for campaign_id, before in counts.items():
             assert await item_counts(pool, campaign_id) == before
+    finally:
+        await install.teardown()
+
+
+async def test_archive_killed_midway_keeps_exact_counts_and_finishes_when_run_again() -> None:
+    install = Installation(archive_chunk_items=10)
+    pool = await install.setup()
+    try:
+        campaign_id = await seed_finished(pool, "completed", 1, {"sent": 2990, "failed": 10})
+        before = await item_counts(pool, campaign_id)
+        command = [sys.executable, "-m", "mailroom", "campaign", "archive", str(campaign_id)]
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            env={**os.environ, **install.env},
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        try:
+
+            async def started() -> bool:
+                return bool(await pool.fetchval("SELECT count(*) FROM archived_items"))
+
+            await wait_for(started, 60, "the first chunks archived", interval=0.02)
+        finally:
+            process.kill()  # SIGKILL
+            await process.wait()
+        moved = await pool.fetchval("SELECT count(*) FROM archived_items")
+        assert 0 < moved < 3000, "killed before the end"
+        assert await item_counts(pool, campaign_id) == before
+        left = await pool.fetchval("SELECT count(*) FROM campaign_items")
+        assert moved + left == 3000
+
+        again = await run_mailroom(install.env, "campaign", "archive", str(campaign_id), "--json")
+        assert again.returncode == 0, again.stderr
+        result = json.loads(again.stdout)
+        assert (result["moved"], result["finished"], result["counts"]) == (left, True, before)
     finally:
         await install.teardown()
