@@ -12,7 +12,6 @@ address, campaign and status: a late bounce still finds it (see the bounce proce
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +19,6 @@ from typing import Any
 from asyncpg.pool import Pool, PoolConnectionProxy
 
 from mailroom_common.events import OPEN_STATUSES
-
-log = logging.getLogger(__name__)
 
 FINISHED_STATUSES = ("completed", "cancelled", "failed")
 
