@@ -63,14 +63,22 @@ RETURNING i.id
 # Not while the campaign is paused: a pause stops a batch between two chunks. Only items whose
 # address is the email's envelope recipient (and, for campaigns, of the batch's campaign) are
 # claimed; `matching` tells the sender which emails of the chunk are genuine.
+# Through the primary key only, whatever the planner's statistics say: a campaign generated
+# since the last ANALYZE looks empty to it, and it then read every item of the campaign (by
+# campaign_id) and every open item (campaign_items_open) per chunk. Hence the materialized
+# `chunk`, `= ANY(ARRAY(...))`, and the open statuses written as NOT IN (the same set: an
+# IN list would let the planner scan the partial index of open items instead).
 CLAIM_ITEMS = """
-WITH matching AS (
-    SELECT i.id FROM {items} i
+WITH chunk AS MATERIALIZED (
+    SELECT id, email{chunk_campaign} FROM {items} WHERE id = ANY($1::bigint[])),
+matching AS (
+    SELECT i.id FROM chunk i
     JOIN unnest($1::bigint[], $3::text[]) AS w(id, recipient)
       ON i.id = w.id AND lower(i.email) = lower(w.recipient) {same_campaign}),
 claimed AS (
     UPDATE {items} SET status = 'sending', attempts = attempts + 1
-    WHERE id IN (SELECT id FROM matching) AND status IN ('pending', 'queued', 'retry')
+    WHERE id = ANY(ARRAY(SELECT id FROM matching))
+      AND status NOT IN ('sending', 'sent', 'failed', 'suppressed', 'skipped', 'bounced')
       AND NOT EXISTS (SELECT 1 FROM campaigns WHERE id = $2::bigint AND status = 'paused')
     RETURNING id)
 SELECT array(SELECT id FROM claimed) AS claimed, array(SELECT id FROM matching) AS matching
@@ -123,7 +131,9 @@ class ItemQueries:
     def for_table(cls, items: str, same_campaign: str = "") -> ItemQueries:
         return cls(
             *(
-                q.replace("{items}", items).replace("{same_campaign}", same_campaign)
+                q.replace("{items}", items)
+                .replace("{same_campaign}", same_campaign)
+                .replace("{chunk_campaign}", ", campaign_id" if same_campaign else "")
                 for q in (
                     SUPPRESS_ITEMS,
                     CLAIM_ITEMS,
