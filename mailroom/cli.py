@@ -545,9 +545,7 @@ def asyncapi(
 @app.command()
 def bench(
     recipients: Annotated[int, typer.Option(help="Recipients of the benchmark campaign.")] = 50_000,
-    size: Annotated[
-        int | None, typer.Option(help="Bytes of each message, about (default: the newsletter).")
-    ] = None,
+    size: Annotated[int, typer.Option(help="Bytes of each message, about.")] = 5_000,
     smtp_latency: Annotated[
         float, typer.Option(help="Seconds the SMTP server waits before answering each message.")
     ] = 0.0,

@@ -92,3 +92,13 @@ class CampaignWatcher:
             "SELECT status FROM campaigns WHERE id = $1", campaign_id
         )
         return status
+
+
+async def backend_pids(admin_url: str, database: str) -> list[int]:
+    """The PostgreSQL server processes serving the run's database (this machine's server)."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]

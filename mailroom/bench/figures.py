@@ -46,6 +46,19 @@ def database_figures(
     return figures
 
 
+def backend_figures(before: dict[int, float], after: dict[int, float], sent: int) -> dict[str, Any]:
+    """CPU of the PostgreSQL processes serving the run's database (a process that ended during
+    the run is missed: the services' pools keep theirs open)."""
+    if not after:
+        return {"backends": 0, "backend_cpu_seconds": None, "backend_cpu_seconds_per_1000": None}
+    seconds = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+    return {
+        "backends": len(after),
+        "backend_cpu_seconds": round(seconds, 2),
+        "backend_cpu_seconds_per_1000": _round(per(seconds, sent, 1000), 3),
+    }
+
+
 def broker_figures(
     before: dict[str, float], after: dict[str, float], recipients: int
 ) -> dict[str, Any]:
@@ -91,6 +104,9 @@ def report(
         "items": timings.items,
         "sent": timings.sent,
         "generate_seconds": _round(timings.generate_seconds, 2),
+        "generate_items_per_second": _round(
+            timings.items / timings.generate_seconds if timings.generate_seconds else None, 1
+        ),
         "seconds": _round(timings.seconds, 2),
         "messages_per_second": _round(rate, 1),
         "p50_seconds": _round(timings.p50, 2),

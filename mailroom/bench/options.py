@@ -13,7 +13,7 @@ BARE_SAMPLE_SECONDS = 20  # with a slow server, the bare loop's sample is this l
 @dataclass(frozen=True)
 class BenchOptions:
     recipients: int = 50_000
-    size: int | None = None  # bytes of each message, about; None: the demo newsletter as is
+    size: int | None = 5_000  # bytes of each message, about; None: the demo newsletter as is
     smtp_latency: float = 0.0  # seconds the SMTP server waits per message
     pool: int = 8  # SMTP connections of the account (per sender process) and of the bare loop
     processes: Layout = "single"

@@ -23,12 +23,13 @@ from mailroom.bench.bare_smtp import BareFigures, send_bare
 from mailroom.bench.content import campaign_content, paragraphs_for, render_messages
 from mailroom.bench.database import (
     CampaignWatcher,
+    backend_pids,
     campaign_timings,
     database_stats,
 )
 from mailroom.bench.installation import BenchInstallation
 from mailroom.bench.options import BenchOptions
-from mailroom.bench.processes import ServiceProcesses, free_port
+from mailroom.bench.processes import ServiceProcesses, cpu_seconds, free_port
 from mailroom.demo import check_services
 from mailroom.smtp_sink import sink_name, start_smtp_sink
 
@@ -76,13 +77,28 @@ async def _bare_loop(
 
 
 def _wait_idle(installation: BenchInstallation, services: ServiceProcesses, limit: float) -> None:
-    """Until the work queues are empty (the import's contact.subscribed events handled)."""
+    """Until the work queues are empty and the services have stopped taking messages (the
+    import's contact.subscribed events handled by the autoresponder)."""
     deadline = time.monotonic() + limit
-    while any(asyncio.run(installation.queue_depths()).values()):
+    consumed = -1.0
+    while True:
+        waiting = any(asyncio.run(installation.queue_depths()).values())
+        now = sum(services.broker_messages().values())
+        if not waiting and now == consumed:
+            break
         if time.monotonic() > deadline:
             raise BenchFailed(f"the queues did not empty in {limit:.0f} s before the launch")
+        consumed = now
         time.sleep(1)
     time.sleep(STATS_FLUSH_SECONDS)
+
+
+def _backends_cpu(installation: BenchInstallation) -> dict[int, float]:
+    """CPU seconds of each server process of the run's database that this machine can see
+    (none where PostgreSQL runs elsewhere, e.g. in a container)."""
+    pids = asyncio.run(backend_pids(installation.admin_url, installation.database))
+    found = {pid: cpu_seconds(pid) for pid in pids}
+    return {pid: cpu for pid, cpu in found.items() if cpu is not None}
 
 
 async def _watch(
@@ -156,6 +172,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
                 database_stats(installation.admin_url, installation.database)
             )
             cpu_before = services.cpu()
+            backends_before = _backends_cpu(installation)
             broker_before = services.broker_messages()
             asyncio.run(
                 campaigns.send_command(
@@ -166,6 +183,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
                 _watch(installation, services, campaign_id, options.recipients, console)
             )
             cpu_after = services.cpu()
+            backends_after = _backends_cpu(installation)
             rss = services.peak_rss()
             broker_after = services.broker_messages()
             services.stop()
@@ -186,7 +204,8 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
             services=figures.service_figures(cpu_before, cpu_after, rss, timings.sent),
             database=figures.database_figures(
                 stats_before, stats_after, watcher_transactions, timings.sent
-            ),
+            )
+            | figures.backend_figures(backends_before, backends_after, timings.sent),
             broker=figures.broker_figures(broker_before, broker_after, options.recipients),
             render=render,
         )

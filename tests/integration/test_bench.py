@@ -74,6 +74,8 @@ def assert_sane(figures: dict[str, Any], processes: list[str]) -> None:
     assert database["tup_inserted"] >= RECIPIENTS  # one item per recipient, at least
     assert database["tup_updated"] >= RECIPIENTS  # each item's status moved
     assert database["xact_commit_per_message"] > 0
+    if database["backends"]:  # PostgreSQL runs on this machine: its processes' CPU is seen
+        assert database["backend_cpu_seconds_per_1000"] > 0
     broker = figures["broker"]
     assert 0 < broker["consumed_per_recipient"] < 1  # batches: far fewer than one per email
     assert any(q.endswith(".outbound_sender.batches") for q in broker["by_queue"])

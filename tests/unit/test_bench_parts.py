@@ -6,7 +6,12 @@ import pytest
 from mailroom_common.settings import Settings
 
 from mailroom.bench.content import _sample_size, paragraphs_for
-from mailroom.bench.figures import broker_figures, database_figures, service_figures
+from mailroom.bench.figures import (
+    backend_figures,
+    broker_figures,
+    database_figures,
+    service_figures,
+)
 from mailroom.bench.options import BenchOptions
 from mailroom.bench.processes import plan
 from mailroom.services import SERVICES
@@ -57,3 +62,10 @@ def test_per_message_figures() -> None:
     assert database["tup_updated_per_message"] == 3.0
     broker = broker_figures({"q.a": 1.0}, {"q.a": 3.0, "q.b": 0.0}, recipients=200)
     assert broker == {"consumed": 2, "consumed_per_recipient": 0.01, "by_queue": {"q.a": 2}}
+    backends = backend_figures({1: 1.0, 2: 5.0}, {1: 2.0, 2: 6.0, 3: 0.5}, sent=500)
+    assert backends == {
+        "backends": 3,
+        "backend_cpu_seconds": 2.5,
+        "backend_cpu_seconds_per_1000": 5.0,
+    }
+    assert backend_figures({}, {}, sent=500)["backend_cpu_seconds"] is None
