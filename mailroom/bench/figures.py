@@ -111,6 +111,7 @@ def report(
         "messages_per_second": _round(rate, 1),
         "p50_seconds": _round(timings.p50, 2),
         "p99_seconds": _round(timings.p99, 2),
+        "bare_connections": options.bare_connections,
         "bare_messages": bare.messages,
         "bare_sent": bare.sent,
         "bare_seconds": round(bare.seconds, 2),

@@ -15,7 +15,7 @@ class BenchOptions:
     recipients: int = 50_000
     size: int | None = 5_000  # bytes of each message, about; None: the demo newsletter as is
     smtp_latency: float = 0.0  # seconds the SMTP server waits per message
-    pool: int = 8  # SMTP connections of the account (per sender process) and of the bare loop
+    pool: int = 8  # SMTP connections of the account (each sender process has a pool)
     processes: Layout = "single"
     sender_replicas: int = 1
     bare_messages: int | None = None  # None: min(recipients, 20,000), shorter with latency
@@ -37,12 +37,17 @@ class BenchOptions:
             found.append("--size must be positive")
         return found
 
+    @property
+    def bare_connections(self) -> int:
+        """The bare loop's connections: as many as all the senders may hold together."""
+        return self.pool * self.sender_replicas
+
     def bare_sample(self) -> int:
         """How many messages the bare aiosmtplib loop sends."""
         if self.bare_messages is not None:
             return max(1, min(self.bare_messages, self.recipients))
         sample = min(self.recipients, BARE_SAMPLE_LIMIT)
         if self.smtp_latency > 0:
-            ideal = int(self.pool / self.smtp_latency * BARE_SAMPLE_SECONDS)
-            sample = min(sample, max(self.pool, ideal))
+            ideal = int(self.bare_connections / self.smtp_latency * BARE_SAMPLE_SECONDS)
+            sample = min(sample, max(self.bare_connections, ideal))
         return sample

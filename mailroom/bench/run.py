@@ -71,7 +71,7 @@ async def _bare_loop(
     )
     size = round(sum(len(m.message) for m in messages) / len(messages))
     bare = await send_bare(
-        "127.0.0.1", sink_port, messages, [c["email"] for c in contacts], options.pool
+        "127.0.0.1", sink_port, messages, [c["email"] for c in contacts], options.bare_connections
     )
     return bare, size
 
@@ -140,7 +140,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
     workdir = Path(tempfile.mkdtemp(prefix=f"mailroom-bench-{installation.tag}-"))
     render = measure(2000)
     sink_port = free_port()
-    connections = options.pool * (options.sender_replicas + 1) + 16
+    connections = options.bare_connections + options.pool * options.sender_replicas + 16
     sink = start_smtp_sink(sink_port, options.smtp_latency, connections)
     console.print(
         f"run {installation.tag}: database {installation.database}, queues"
@@ -162,7 +162,10 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
             workdir / "import.log",
         )
         campaign_id = asyncio.run(_campaign(installation, paragraphs))
-        console.print(f"bare aiosmtplib loop: {options.bare_sample():,} messages")
+        console.print(
+            f"bare aiosmtplib loop: {options.bare_sample():,} messages,"
+            f" {options.bare_connections} connections"
+        )
         bare, message_bytes = asyncio.run(_bare_loop(installation, campaign_id, sink_port, options))
         with ServiceProcesses(installation.service_env(), workdir) as services:
             console.print(f"starting the services ({options.processes})")

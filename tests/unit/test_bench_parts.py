@@ -31,6 +31,10 @@ def test_bare_sample_is_bounded_and_short_with_a_slow_server() -> None:
     slow = BenchOptions(recipients=100_000, smtp_latency=1, pool=50)
     assert slow.bare_sample() == 1000  # 20 s of 50 messages/s
     assert BenchOptions(recipients=100, bare_messages=5000).bare_sample() == 100
+    two = BenchOptions(
+        recipients=100_000, smtp_latency=1, pool=50, processes="separate", sender_replicas=2
+    )
+    assert two.bare_connections == 100 and two.bare_sample() == 2000
 
 
 def test_separate_processes_run_every_service_and_k_senders() -> None:
