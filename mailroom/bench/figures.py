@@ -60,9 +60,12 @@ def backend_figures(before: dict[int, float], after: dict[int, float], sent: int
 
 
 def broker_figures(
-    before: dict[str, float], after: dict[str, float], recipients: int
+    before: dict[str, float], after: dict[str, float], recipients: int, prefix: str = ""
 ) -> dict[str, Any]:
-    by_queue = {q: int(after[q] - before.get(q, 0.0)) for q in sorted(after)}
+    """Messages consumed by queue (named without the run's prefix), and per recipient."""
+    by_queue = {
+        q.removeprefix(f"{prefix}."): int(after[q] - before.get(q, 0.0)) for q in sorted(after)
+    }
     by_queue = {q: n for q, n in by_queue.items() if n}
     total = sum(by_queue.values())
     return {
@@ -155,7 +158,7 @@ def tables(figures: dict[str, Any]) -> list[Table]:
     for queue, count in broker["by_queue"].items():
         main.add_row(f"  {queue}", _shown(count))
     for key, value in figures["render"].items():
-        main.add_row(f"render {key}", _shown(value))
+        main.add_row(f"renderer alone {key}", _shown(value))
     services = Table(title="service processes (CPU from launch to completion)")
     for column in ("process", "CPU s", "CPU s / 1,000 msgs", "peak RSS MiB"):
         services.add_column(column, justify="left" if column == "process" else "right")

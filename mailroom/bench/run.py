@@ -209,7 +209,12 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
                 stats_before, stats_after, watcher_transactions, timings.sent
             )
             | figures.backend_figures(backends_before, backends_after, timings.sent),
-            broker=figures.broker_figures(broker_before, broker_after, options.recipients),
+            broker=figures.broker_figures(
+                broker_before,
+                broker_after,
+                options.recipients,
+                installation.settings.queue_prefix,
+            ),
             render=render,
         )
     finally:

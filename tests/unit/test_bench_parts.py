@@ -64,7 +64,9 @@ def test_per_message_figures() -> None:
     database = database_figures(before, after, watcher_transactions=10, sent=100)
     assert database["xact_commit"] == 100 and database["xact_commit_per_message"] == 1.0
     assert database["tup_updated_per_message"] == 3.0
-    broker = broker_figures({"q.a": 1.0}, {"q.a": 3.0, "q.b": 0.0}, recipients=200)
+    broker = broker_figures(
+        {"p.q.a": 1.0}, {"p.q.a": 3.0, "p.q.b": 0.0}, recipients=200, prefix="p"
+    )
     assert broker == {"consumed": 2, "consumed_per_recipient": 0.01, "by_queue": {"q.a": 2}}
     backends = backend_figures({1: 1.0, 2: 5.0}, {1: 2.0, 2: 6.0, 3: 0.5}, sent=500)
     assert backends == {
