@@ -143,6 +143,9 @@ class ServiceProcesses:
                 raise RuntimeError(f"not ready in {timeout:.0f} s: {names}; see {self.workdir}")
             time.sleep(0.2)
 
+    def dead(self) -> list[ServiceProcess]:
+        return [s for s in self.running if s.process.poll() is not None]
+
     def cpu(self) -> dict[str, float]:
         return {s.label: cpu_seconds(s.pid) or 0.0 for s in self.running}
 

@@ -76,6 +76,12 @@ async def _bare_loop(
     return bare, size
 
 
+def _check_alive(services: ServiceProcesses) -> None:
+    for service in services.dead():
+        code = service.process.returncode
+        raise BenchFailed(f"{service.label} exited ({code}); see {service.log}")
+
+
 def _wait_idle(installation: BenchInstallation, services: ServiceProcesses, limit: float) -> None:
     """Until the work queues are empty and the services have stopped taking messages (the
     import's contact.subscribed events handled by the autoresponder)."""
@@ -86,6 +92,7 @@ def _wait_idle(installation: BenchInstallation, services: ServiceProcesses, limi
         now = sum(services.broker_messages().values())
         if not waiting and now == consumed:
             break
+        _check_alive(services)
         if time.monotonic() > deadline:
             raise BenchFailed(f"the queues did not empty in {limit:.0f} s before the launch")
         consumed = now
@@ -123,9 +130,7 @@ async def _watch(
                 progress.update(task, state=state, sent=sent)
                 if state in FINAL:
                     return watcher.transactions
-                for service in services.running:
-                    if service.process.poll() is not None:
-                        raise BenchFailed(f"{service.label} exited; see {service.log}")
+                _check_alive(services)
                 await asyncio.sleep(1)
 
 
