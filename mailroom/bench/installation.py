@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -72,13 +73,14 @@ class BenchInstallation:
         finally:
             await admin.close()
         topology = Topology.from_settings(self.settings)
-        connection = await aio_pika.connect(self.settings.rabbitmq_url)
-        async with connection:
-            channel = await connection.channel()
-            for name in topology.all_queue_names():
-                await channel.queue_delete(name)
-            for exchange in topology.exchanges():
-                await channel.exchange_delete(exchange.name)
+        async with asyncio.timeout(120):  # a broker that does not answer must not hang the run
+            connection = await aio_pika.connect(self.settings.rabbitmq_url, timeout=15)
+            async with connection:
+                channel = await connection.channel()
+                for name in topology.all_queue_names():
+                    await channel.queue_delete(name)
+                for exchange in topology.exchanges():
+                    await channel.exchange_delete(exchange.name)
 
     async def queue_depths(self) -> dict[str, int]:
         """Messages waiting in each work queue (retry tiers and DLQs are not waited for)."""

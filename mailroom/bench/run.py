@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aio_pika.exceptions import AMQPError
 from mailroom_common.db import create_pool
 from mailroom_common.events import CampaignLaunch
 from mailroom_common.rendering.benchmark import measure
@@ -228,7 +229,13 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
         if options.keep:
             console.print(f"kept database {installation.database} and logs in {workdir}")
         else:
-            asyncio.run(installation.drop())
+            try:
+                asyncio.run(installation.drop())
+            except (OSError, TimeoutError, AMQPError) as error:
+                console.print(
+                    f"[yellow]could not delete the queues {installation.settings.queue_prefix}.*:"
+                    f" {error!r}[/yellow]"
+                )
             if finished:
                 shutil.rmtree(workdir, ignore_errors=True)
             else:
