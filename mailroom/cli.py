@@ -596,25 +596,50 @@ def asyncapi(
 @app.command()
 def bench(
     recipients: Annotated[int, typer.Option(help="Recipients of the benchmark campaign.")] = 50_000,
+    size: Annotated[int, typer.Option(help="Bytes of each message, about.")] = 5_000,
+    smtp_latency: Annotated[
+        float, typer.Option(help="Seconds the SMTP server waits before answering each message.")
+    ] = 0.0,
+    pool: Annotated[int, typer.Option(help="SMTP connections (account pool_size, bare loop).")] = 8,
+    processes: Annotated[
+        str, typer.Option(help="single: `mailroom run all`; separate: a process per service.")
+    ] = "single",
+    sender_replicas: Annotated[
+        int, typer.Option(help="outbound_sender processes (with --processes separate).")
+    ] = 1,
+    bare_messages: Annotated[
+        int | None,
+        typer.Option(help="Messages of the bare aiosmtplib loop (default min(N, 20,000))."),
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the run's database and logs.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Measure rendering and end-to-end throughput (messages/s) and peak memory."""
-    from mailroom.bench import run_bench
+    """A campaign end to end on this machine, with its own database and queues: generation,
+    throughput, latency, CPU and memory per service, import rate, the bare SMTP ceiling."""
+    from mailroom.bench import BenchFailed, BenchOptions, run_bench
+    from mailroom.bench.figures import tables
 
+    if processes not in ("single", "separate"):
+        raise _fail("--processes is single or separate")
+    options = BenchOptions(
+        recipients=recipients,
+        size=size,
+        smtp_latency=smtp_latency,
+        pool=pool,
+        processes="single" if processes == "single" else "separate",
+        sender_replicas=sender_replicas,
+        bare_messages=bare_messages,
+        keep=keep,
+    )
     try:
-        figures = run_bench(recipients)
-    except RuntimeError as error:
+        figures = run_bench(options)
+    except BenchFailed as error:
         raise _fail(str(error)) from error
     if as_json:
-        console.print_json(json.dumps(figures))
+        sys.stdout.write(json.dumps(figures, indent=2) + "\n")
         return
-    table = Table(title="mailroom bench")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    render = figures.pop("render")
-    for key, value in {**figures, **{f"render {k}": v for k, v in render.items()}}.items():
-        table.add_row(key, f"{value:.1f}" if isinstance(value, float) else str(value))
-    console.print(table)
+    for table in tables(figures):
+        console.print(table)
 
 
 @app.command()

@@ -30,7 +30,7 @@ from mailroom_common.runtime_settings import SettingsStore, SmtpAccount
 from mailroom_common.settings import Settings
 from rich.console import Console
 
-from mailroom import campaigns
+from mailroom import campaigns, smtp_sink
 from mailroom.cli import print_summary, watch_campaign
 from mailroom.contacts_import import import_contacts
 
@@ -130,25 +130,10 @@ async def _fresh_database(settings: Settings) -> None:
 
 
 def start_smtp_sink(port: int) -> subprocess.Popen[bytes]:
-    sink = shutil.which("smtp-sink") or (
-        "/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None
-    )
-    if sink:
-        console.print(f"SMTP sink: Postfix smtp-sink on 127.0.0.1:{port}")
-        command = [sink, "-u", "nobody", f"127.0.0.1:{port}", "1024"]
-    else:
-        console.print(f"SMTP sink: aiosmtpd on 127.0.0.1:{port} (install postfix for smtp-sink)")
-        command = [sys.executable, "-m", "mailroom.smtp_sink", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the SMTP sink did not start")
+    process = smtp_sink.start_smtp_sink(port)
+    hint = "" if smtp_sink.postfix_sink() else " (install postfix for smtp-sink)"
+    console.print(f"SMTP sink: {smtp_sink.sink_name(process)} on 127.0.0.1:{port}{hint}")
+    return process
 
 
 def write_contacts(path: Path, count: int) -> None:
