@@ -85,7 +85,13 @@ def test_plain_addresses_take_the_fast_path(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["Info@example.com", "a@xn--bcher-kva.ch", "a@ab--c.com", "a@example.test", "a" * 65 + "@x.com"],
+    [
+        "Info@example.com",
+        "a@xn--bcher-kva.ch",
+        "a@ab--c.com",
+        "a@example.test",
+        "a" * 65 + "@x.com",
+    ],
 )
 def test_addresses_email_validator_treats_specially_go_the_slow_way(value: str) -> None:
     assert plain_address(value) is None
