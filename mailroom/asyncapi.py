@@ -103,7 +103,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "events",
         "`mailroom contacts import`",
         "autoresponder",
-        "Contacts subscribed to a list, up to 5,000 in one message (an import announces its"
+        "Contacts subscribed to a list, up to 10,000 in one message (an import announces its"
         " new memberships in batches): the same as one contact.subscribed for each.",
     ),
     "contact.event": (

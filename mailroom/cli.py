@@ -18,7 +18,6 @@ from mailroom_common.db import create_pool
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
 from mailroom_common.logs import configure_logging
 from mailroom_common.migrate import migrate as apply_migrations
-from mailroom_common.runner import ServiceProcess
 from mailroom_common.settings import Settings
 from pydantic import ValidationError
 from rich.console import Console
@@ -31,7 +30,6 @@ from mailroom.autoresponder_cli import autoresponder_app
 from mailroom.contacts_import import ImportReport, import_contacts
 from mailroom.contacts_subscribe import subscribe_contact
 from mailroom.import_progress import ImportBars
-from mailroom.services import SERVICES
 
 app = typer.Typer(
     help="Mailroom: email campaigns on RabbitMQ and PostgreSQL.", no_args_is_help=True
@@ -79,6 +77,11 @@ def run(
     services: Annotated[list[str], typer.Argument(help="'all', or service names.")],
 ) -> None:
     """Run services in this process until SIGTERM (drains in-flight work first)."""
+    # imported here: the other commands start without every service's modules
+    from mailroom_common.runner import ServiceProcess
+
+    from mailroom.services import SERVICES
+
     names = list(SERVICES) if services == ["all"] else services
     unknown = [n for n in names if n not in SERVICES]
     if unknown:

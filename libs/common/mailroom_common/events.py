@@ -219,7 +219,7 @@ class ContactSubscribed(InboundEvent):
     )
 
 
-MAX_SUBSCRIPTIONS = 5000  # in one contacts.subscribed event
+MAX_SUBSCRIPTIONS = 10_000  # in one contacts.subscribed event
 
 
 class Subscription(BaseModel):
