@@ -147,4 +147,5 @@ async def test_a_dry_run_writes_nothing(installation: Installation, tmp_path: Pa
         "SELECT email, first_name, attributes->>'city' AS city FROM contacts"
         " WHERE lower(email) = 'reader3@example.com'"
     )
+    assert row is not None
     assert (row["email"], row["first_name"], row["city"]) == ("READER3@example.com", "Last", "Rome")
