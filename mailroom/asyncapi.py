@@ -99,6 +99,13 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "autoresponder",
         "A contact subscribed to a list: autoresponders of that list fire once per event_id.",
     ),
+    "contacts.subscribed": (
+        "events",
+        "`mailroom contacts import`",
+        "autoresponder",
+        "Contacts subscribed to a list, up to 10,000 in one message (an import announces its"
+        " new memberships in batches): the same as one contact.subscribed for each.",
+    ),
     "contact.event": (
         "events",
         "the CRM",

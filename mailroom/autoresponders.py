@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -131,16 +132,27 @@ async def set_enabled(pool: Pool, autoresponder_id: int, enabled: bool) -> bool:
     return found is not None
 
 
-async def announce_events(settings: Settings, events: Sequence[Event]) -> None:
-    """Publish events the way the CRM would: to the events exchange, confirmed."""
-    if not events:
-        return
+@asynccontextmanager
+async def event_publisher(settings: Settings) -> AsyncIterator[Callable[[Event], Awaitable[None]]]:
+    """Publish events the way the CRM would (to the events exchange, confirmed), over one
+    broker connection."""
     topology = Topology.from_settings(settings)
     broker = make_broker(settings)
     await broker.connect()
     try:
         await declare_topology(broker, topology)
-        for event in events:
+
+        async def publish(event: Event) -> None:
             await publish_event(broker, topology.events, event, mandatory=False)
+
+        yield publish
     finally:
         await broker.stop()
+
+
+async def announce_events(settings: Settings, events: Sequence[Event]) -> None:
+    if not events:
+        return
+    async with event_publisher(settings) as publish:
+        for event in events:
+            await publish(event)

@@ -20,7 +20,6 @@ from mailroom_common.db import create_pool
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
 from mailroom_common.logs import configure_logging
 from mailroom_common.migrate import migrate as apply_migrations
-from mailroom_common.runner import ServiceProcess
 from mailroom_common.settings import Settings
 from pydantic import ValidationError
 from rich.console import Console
@@ -30,9 +29,9 @@ from rich.table import Table
 
 from mailroom import campaigns
 from mailroom.autoresponder_cli import autoresponder_app
-from mailroom.contacts_import import import_contacts
+from mailroom.contacts_import import ImportReport, import_contacts
 from mailroom.contacts_subscribe import subscribe_contact
-from mailroom.services import SERVICES
+from mailroom.import_progress import ImportBars
 
 app = typer.Typer(
     help="Mailroom: email campaigns on RabbitMQ and PostgreSQL.", no_args_is_help=True
@@ -80,6 +79,11 @@ def run(
     services: Annotated[list[str], typer.Argument(help="'all', or service names.")],
 ) -> None:
     """Run services in this process until SIGTERM (drains in-flight work first)."""
+    # imported here: the other commands start without every service's modules
+    from mailroom_common.runner import ServiceProcess
+
+    from mailroom.services import SERVICES
+
     names = list(SERVICES) if services == ["all"] else services
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
@@ -139,13 +143,24 @@ def contacts_import(
     ],
     list_name: Annotated[str, typer.Option("--list", help="The list to subscribe them to.")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Validate the file and say what would change; write nothing."
+        ),
+    ] = False,
 ) -> None:
     """Import contacts from CSV: good rows are imported, bad rows reported by line number."""
     settings = Settings()
+
+    async def work(pool: asyncpg.Pool) -> ImportReport:
+        with ImportBars(errors) as bars:
+            return await import_contacts(
+                pool, file, list_name, settings, dry_run=dry_run, progress=bars
+            )
+
     try:
-        report = _run(
-            _with_pool(settings, lambda pool: import_contacts(pool, file, list_name, settings))
-        )
+        report = _run(_with_pool(settings, work))
     except ValueError as error:  # the file is refused as a whole (ImportRefused)
         raise _fail(f"{error}; nothing was imported") from error
     except asyncpg.PostgresError as error:
@@ -154,12 +169,21 @@ def contacts_import(
         raise _fail(f"cannot import {file}: {error}") from error
     if as_json:
         console.print_json(json.dumps(report.__dict__))
+    elif dry_run:
+        console.print(
+            f"dry run: would import {report.imported} contacts into list"
+            f" [bold]{list_name}[/bold] ({report.created} new, {report.updated} updated,"
+            f" {report.subscribed} newly subscribed, {report.kept_unsubscribed} kept"
+            " unsubscribed); nothing was written"
+        )
+    else:
+        console.print(
+            f"imported {report.imported} contacts into list [bold]{list_name}[/bold]"
+            f" ({report.created} new, {report.updated} updated,"
+            f" {report.kept_unsubscribed} kept unsubscribed)"
+        )
+    if as_json:
         return
-    console.print(
-        f"imported {report.imported} contacts into list [bold]{list_name}[/bold]"
-        f" ({report.created} new, {report.updated} updated,"
-        f" {report.kept_unsubscribed} kept unsubscribed)"
-    )
     for line, reason in report.bad_rows:
         # one line per bad row, as written (no markup: a value may hold "[...]")
         errors.print(f"{file}:{line}: {reason}", markup=False, highlight=False, soft_wrap=True)

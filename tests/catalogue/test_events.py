@@ -275,6 +275,24 @@ CASES: list[Case] = [
         reason="invalid outbound.batch message: Input should be an object",
         exact=True,
     ),
+    EventCase(
+        "events-22",
+        "contacts.subscribed (a batch) with a contact_id 0 among good entries",
+        "dead-lettered: the entry named (no item created for the others)",
+        exchange="events",
+        routing_key="contacts.subscribed",
+        body=_json(
+            {
+                "list_id": 1,
+                "subscriptions": [
+                    {"contact_id": 1, "event_id": "s1"},
+                    {"contact_id": 0, "event_id": "s2"},
+                ],
+            }
+        ),
+        reason="invalid contacts.subscribed message: subscriptions.1.contact_id: Input should"
+        " be greater than 0",
+    ),
 ]
 
 
@@ -322,6 +340,7 @@ SECOND_ROUTING_KEY = {
     "outbound": None,  # the same routing key (batch or priority lane)
     "delivery": "delivery.results",
     "contact": "contact.event",
+    "contacts": "contact.event",
     "settings": "settings.changed",
 }
 

@@ -23,7 +23,11 @@ def test_delays_read_with_units() -> None:
 
 
 def test_trigger_events_validate() -> None:
-    assert set(AUTORESPONDER_TRIGGERS) == {"contact.subscribed", "contact.event"}
+    assert set(AUTORESPONDER_TRIGGERS) == {
+        "contact.subscribed",
+        "contacts.subscribed",
+        "contact.event",
+    }
     event = ContactEvent.model_validate_json(
         b'{"contact_id": 4, "type": "signup", "event_id": "e1", "data": {"plan": "pro"}}'
     )

@@ -135,6 +135,7 @@ class Topology:
             (self.completion_events, self.events, "campaign.generated"),
             (self.outbound_priority, self.work, PRIORITY_ROUTING_KEY),
             (self.autoresponder_triggers, self.events, "contact.subscribed"),
+            (self.autoresponder_triggers, self.events, "contacts.subscribed"),
             (self.autoresponder_triggers, self.events, "contact.event"),
         ]
 

@@ -219,6 +219,28 @@ class ContactSubscribed(InboundEvent):
     )
 
 
+MAX_SUBSCRIPTIONS = 10_000  # in one contacts.subscribed event
+
+
+class Subscription(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    contact_id: Id
+    event_id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Unique id of this subscription; the same id again sends nothing more.",
+    )
+
+
+class ContactsSubscribed(InboundEvent):
+    """Many contact.subscribed at once (a CSV import): the same effect, one message."""
+
+    routing_key: ClassVar[str] = "contacts.subscribed"
+    list_id: Id
+    subscriptions: list[Subscription] = Field(min_length=1, max_length=MAX_SUBSCRIPTIONS)
+
+
 class ContactEvent(InboundEvent):
     routing_key: ClassVar[str] = "contact.event"
     contact_id: Id
@@ -232,7 +254,7 @@ class ContactEvent(InboundEvent):
 
 
 AUTORESPONDER_TRIGGERS: dict[str, type[Event]] = {
-    m.routing_key: m for m in (ContactSubscribed, ContactEvent)
+    m.routing_key: m for m in (ContactSubscribed, ContactsSubscribed, ContactEvent)
 }
 
 
@@ -254,6 +276,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         ContactUnsubscribed,
         BounceDetected,
         ContactSubscribed,
+        ContactsSubscribed,
         ContactEvent,
     ]
     return {m.routing_key: m.model_json_schema() for m in models}

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
-from mailroom_common.events import AUTORESPONDER_TRIGGERS, ContactEvent, ContactSubscribed, Event
+from mailroom_common.events import (
+    AUTORESPONDER_TRIGGERS,
+    ContactEvent,
+    ContactsSubscribed,
+    ContactSubscribed,
+    Event,
+)
 from mailroom_common.intake import Rejected, subscribe
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
 from mailroom_autoresponder.scheduler import Scheduler
-from mailroom_autoresponder.triggers import create_items
+from mailroom_autoresponder.triggers import create_batch_items, create_items
 
 # how often due items are looked for; an item due at once wakes the scheduler at once
 POLL_SECONDS = 1.0
@@ -23,9 +29,12 @@ def build(runtime: Runtime) -> Service:
     due = PeriodicTask("autoresponder-due", POLL_SECONDS, scheduler.run_due)
 
     async def process(event: Event, _: RabbitMessage) -> None:
-        if not isinstance(event, ContactSubscribed | ContactEvent):
+        if isinstance(event, ContactsSubscribed):
+            _created, due_now = await create_batch_items(runtime, event)
+        elif isinstance(event, ContactSubscribed | ContactEvent):
+            _created, due_now = await create_items(runtime, event)
+        else:
             raise Rejected(f"not a trigger event: {event.routing_key}")
-        _created, due_now = await create_items(runtime, event)
         if due_now:
             due.wake.set()
 

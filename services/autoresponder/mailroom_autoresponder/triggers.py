@@ -6,7 +6,7 @@ arrival plus the autoresponder's delay. Disabled autoresponders get no items.
 
 from __future__ import annotations
 
-from mailroom_common.events import ContactEvent, ContactSubscribed
+from mailroom_common.events import ContactEvent, ContactsSubscribed, ContactSubscribed
 from mailroom_common.intake import Rejected
 from mailroom_common.runtime import Runtime
 
@@ -43,3 +43,32 @@ async def create_items(
             event_type,
         )
     return len(rows), any(r["due"] for r in rows)
+
+
+# A batch (contacts.subscribed): the items of all its contacts in one statement. A contact
+# deleted since is skipped, not refused: one missing contact must not hold up the others.
+CREATE_BATCH_ITEMS = """
+WITH created AS (
+    INSERT INTO autoresponder_items (autoresponder_id, contact_id, event_id, email, due_at)
+    SELECT a.id, c.id, s.event_id, c.email, now() + make_interval(secs => a.delay_seconds)
+    FROM unnest($2::bigint[], $3::text[]) AS s(contact_id, event_id)
+    JOIN contacts c ON c.id = s.contact_id
+    JOIN autoresponders a ON a.list_id = $1 AND a.enabled
+        AND a.trigger_kind = 'contact.subscribed'
+    ON CONFLICT (autoresponder_id, contact_id, event_id) DO NOTHING
+    RETURNING due_at <= now() AS due)
+SELECT count(*) AS created, coalesce(bool_or(due), false) AS due FROM created
+"""
+
+
+async def create_batch_items(runtime: Runtime, event: ContactsSubscribed) -> tuple[int, bool]:
+    """Create the items of every subscription of the batch; how many, and whether one is
+    due already."""
+    row = await runtime.pool.fetchrow(
+        CREATE_BATCH_ITEMS,
+        event.list_id,
+        [s.contact_id for s in event.subscriptions],
+        [s.event_id for s in event.subscriptions],
+    )
+    assert row is not None
+    return row["created"], row["due"]
