@@ -11,8 +11,10 @@ already handled). A page costs the same whatever the size of the audience.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import NamedTuple
 
 from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
@@ -81,6 +83,11 @@ WITH page AS (
 SELECT id FROM page
 """
 
+# For the commits of pages (two a page): one lost to a PostgreSQL crash is done again from the
+# cursor or republished, and the message processor ignores items it has already handled. The
+# snapshot is committed as usual.
+WITHOUT_WAITING_FOR_DISK = "SET LOCAL synchronous_commit = off"
+
 FINISH = """
 UPDATE campaigns SET status = 'sending', generation_done = true, generated_at = now(),
        lease_owner = NULL, lease_until = NULL
@@ -107,6 +114,22 @@ ORDER BY p.id LIMIT 100
 """
 
 
+PUBLISHING_AHEAD = 4  # pages being published while the next ones are saved
+
+
+class Page(NamedTuple):
+    campaign_id: int
+    page_id: int
+    item_ids: list[int]
+
+
+async def _finished(tasks: set[asyncio.Task[None]]) -> None:
+    """Wait for every task; then the first failure is raised."""
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+
+
 class ItemGenerator:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -124,9 +147,24 @@ class ItemGenerator:
     async def generate(self, campaign_id: int) -> None:
         log.info("generating items of campaign %d", campaign_id)
         stopping = self.runtime.stopping
-        if await self._snapshot(campaign_id):
-            while not stopping.is_set() and await self._next_page(campaign_id):
-                pass
+        publishing: set[asyncio.Task[None]] = set()
+        try:
+            state: Page | str = "more" if await self._snapshot(campaign_id) else "stopped"
+            while state != "stopped" and not stopping.is_set():
+                state = await self._next_page(campaign_id)
+                if state == "done":
+                    await _finished(publishing)
+                    await self._finish(campaign_id)
+                    break
+                if isinstance(state, Page):
+                    publishing.add(asyncio.create_task(self._publish_page(*state)))
+                    if len(publishing) >= PUBLISHING_AHEAD:
+                        done, publishing = await asyncio.wait(
+                            publishing, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        await _finished(done)
+        finally:
+            await _finished(publishing)
         if stopping.is_set():
             await self._release(campaign_id)
 
@@ -196,39 +234,42 @@ class ItemGenerator:
         )
         return True
 
-    async def _next_page(self, campaign_id: int) -> bool:
-        """Hand over the next page; False when generation stopped or finished."""
-        runtime = self.runtime
-        async with runtime.pool.acquire() as conn, conn.transaction():
+    async def _next_page(self, campaign_id: int) -> Page | str:
+        """Save the next page: the Page to publish, or "more" (none of ours in that range:
+        another campaign's snapshot written at the same time took those ids, or an
+        unsubscribe skipped them), "done" (nothing left) or "stopped" (no longer ours)."""
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            await conn.execute(WITHOUT_WAITING_FOR_DISK)
             campaign = await self._ours(conn, campaign_id)
             if campaign is None:
-                return False
+                return "stopped"
             cursor, last = campaign["cursor_item_id"], campaign["last_item_id"]
             if cursor >= last:
-                total = await conn.fetchval(FINISH, campaign_id)
-            else:
-                end = min(cursor + runtime.settings.items_page_size, last)
-                item_ids: list[int] = list(await conn.fetchval(NEXT_PAGE, campaign_id, cursor, end))
-                # no page row when the range holds none of ours (another campaign's snapshot
-                # written at the same time took those ids, or an unsubscribe skipped them)
-                page_id = await conn.fetchval(SAVE_PAGE, campaign_id, item_ids, end, LEASE_SECONDS)
-        if cursor >= last:
-            log.info("campaign %d: generation finished, %d items", campaign_id, total)
-            await runtime.announce(CampaignGenerated(campaign_id=campaign_id, item_count=total))
-            return False
-        if item_ids:
-            ITEMS_GENERATED.inc(len(item_ids))
-            await self._publish_page(campaign_id, page_id, item_ids)
-        return True
+                return "done"
+            end = min(cursor + self.runtime.settings.items_page_size, last)
+            item_ids: list[int] = list(await conn.fetchval(NEXT_PAGE, campaign_id, cursor, end))
+            page_id = await conn.fetchval(SAVE_PAGE, campaign_id, item_ids, end, LEASE_SECONDS)
+        if not item_ids:
+            return "more"
+        ITEMS_GENERATED.inc(len(item_ids))
+        return Page(campaign_id, page_id, item_ids)
+
+    async def _finish(self, campaign_id: int) -> None:
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            if await self._ours(conn, campaign_id) is None:
+                return
+            total = await conn.fetchval(FINISH, campaign_id)
+        log.info("campaign %d: generation finished, %d items", campaign_id, total)
+        await self.runtime.announce(CampaignGenerated(campaign_id=campaign_id, item_count=total))
 
     async def _publish_page(self, campaign_id: int, page_id: int, item_ids: list[int]) -> None:
         if item_ids:
             await self.runtime.send_work(
                 ItemsPage(campaign_id=campaign_id, page_id=page_id, item_ids=item_ids)
             )
-        await self.runtime.pool.execute(
-            "UPDATE item_pages SET published_at = now() WHERE id = $1", page_id
-        )
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            await conn.execute(WITHOUT_WAITING_FOR_DISK)
+            await conn.execute("UPDATE item_pages SET published_at = now() WHERE id = $1", page_id)
 
     async def republish_unpublished_pages(self) -> None:
         """Hand over pages whose publication was lost (a crash, a broker outage, a pause)."""
