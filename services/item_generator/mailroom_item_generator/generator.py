@@ -90,6 +90,13 @@ SELECT id FROM page
 # snapshot is committed as usual.
 WITHOUT_WAITING_FOR_DISK = "SET LOCAL synchronous_commit = off"
 
+# Not while the campaign is paused: the message processor, which sets published_at back to
+# NULL for a page of a paused campaign, may have had this page already.
+MARK_PUBLISHED = """
+UPDATE item_pages p SET published_at = now() FROM campaigns c
+WHERE p.id = $1 AND c.id = p.campaign_id AND c.status <> 'paused'
+"""
+
 FINISH = """
 UPDATE campaigns SET status = 'sending', generation_done = true, generated_at = now(),
        lease_owner = NULL, lease_until = NULL
@@ -273,7 +280,7 @@ class ItemGenerator:
             )
         async with self.runtime.pool.acquire() as conn, conn.transaction():
             await conn.execute(WITHOUT_WAITING_FOR_DISK)
-            await conn.execute("UPDATE item_pages SET published_at = now() WHERE id = $1", page_id)
+            await conn.execute(MARK_PUBLISHED, page_id)
 
     async def republish_unpublished_pages(self) -> None:
         """Hand over pages whose publication was lost (a crash, a broker outage, a pause)."""
