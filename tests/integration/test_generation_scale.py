@@ -203,3 +203,20 @@ async def test_a_generation_begun_by_the_previous_version_goes_on_after_its_curs
         campaign_id,
     )
     assert addresses == 3000
+
+
+async def test_without_foreign_keys_items_still_go_with_their_campaign_and_keep_contacts(
+    installation: Installation, generator: ItemGenerator
+) -> None:
+    pool = pool_of(installation)
+    campaign_id = await _audience(pool, "keys", 20)
+    await _take(pool, generator, campaign_id)
+    assert await generator._snapshot(campaign_id)
+    contact_id = await pool.fetchval(
+        "SELECT contact_id FROM campaign_items WHERE campaign_id = $1 LIMIT 1", campaign_id
+    )
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="campaign items"):
+        await pool.execute("DELETE FROM contacts WHERE id = $1", contact_id)
+    await pool.execute("DELETE FROM campaigns WHERE id = $1", campaign_id)
+    assert await pool.fetchval("SELECT count(*) FROM campaign_items") == 0
+    assert await pool.fetchval("DELETE FROM contacts WHERE id = $1 RETURNING id", contact_id)

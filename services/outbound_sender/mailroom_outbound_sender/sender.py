@@ -60,12 +60,18 @@ WHERE i.id = ANY($1) AND s.email = lower(i.email)
 RETURNING i.id
 """
 
-# Campaign items whose address left every list the campaign goes to. The subscriptions service
-# skips the open items of an address as it unsubscribes it, but not items that were being
-# created at that moment (a snapshot reads the lists as they were when it began).
+# Campaign items whose address left the lists the campaign goes to: unsubscribed from one of
+# them, subscribed to none. The subscriptions service skips the open items of an address as it
+# unsubscribes it, but not items that were being created at that moment (a snapshot reads
+# the lists as they were when it began).
 SKIP_UNSUBSCRIBED = """
 UPDATE campaign_items i SET status = 'skipped', error = 'unsubscribed from the list before sending'
 WHERE i.id = ANY($1) AND i.campaign_id = $2 AND i.status IN ('pending', 'queued', 'retry')
+  AND EXISTS (
+      SELECT 1 FROM campaign_lists cl
+      JOIN list_memberships m ON m.list_id = cl.list_id AND m.status = 'unsubscribed'
+      JOIN contacts k ON k.id = m.contact_id
+      WHERE cl.campaign_id = i.campaign_id AND lower(k.email) = lower(i.email))
   AND NOT EXISTS (
       SELECT 1 FROM campaign_lists cl
       JOIN list_memberships m ON m.list_id = cl.list_id AND m.status = 'subscribed'
