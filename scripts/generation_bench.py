@@ -19,6 +19,7 @@ import time
 
 from mailroom_common.broker import declare_topology, make_broker
 from mailroom_common.db import create_pool
+from mailroom_common.events import Event
 from mailroom_common.migrate import migrate
 from mailroom_common.runtime import Runtime
 from mailroom_common.settings import Settings
@@ -49,6 +50,7 @@ class TimedGenerator(ItemGenerator):
     snapshot_s = 0.0
     page_s: list[float]  # saving a page (its transaction)
     publish_s: list[float]  # publishing it, confirmed (up to PUBLISHING_AHEAD at a time)
+    publishing = True
 
     async def _snapshot(self, campaign_id: int) -> bool:
         started = time.monotonic()
@@ -66,7 +68,8 @@ class TimedGenerator(ItemGenerator):
 
     async def _publish_page(self, campaign_id: int, page_id: int, item_ids: list[int]) -> None:
         started = time.monotonic()
-        await super()._publish_page(campaign_id, page_id, item_ids)
+        if self.publishing:
+            await super()._publish_page(campaign_id, page_id, item_ids)
         self.publish_s.append(time.monotonic() - started)
 
 
@@ -79,6 +82,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--no-broker", action="store_true", help="save the pages without publishing them"
+    )
     args = parser.parse_args()
     settings = Settings()
     await migrate(settings.database_url)
@@ -101,18 +107,27 @@ async def main() -> None:
     )
     broker = make_broker(settings)
     runtime = Runtime.build(settings, pool, broker)
-    await broker.connect()
-    await declare_topology(broker, runtime.topology)
+    if not args.no_broker:
+        await broker.connect()
+        await declare_topology(broker, runtime.topology)
     generator = TimedGenerator(runtime)
+    generator.publishing = not args.no_broker
+    if args.no_broker:
+
+        async def unannounced(event: Event) -> None:
+            pass
+
+        runtime.announce = unannounced  # type: ignore[method-assign]
     generator.page_s, generator.publish_s = [], []
     started = time.monotonic()
     await generator.run_due()
     total = time.monotonic() - started
     items = await pool.fetchval("SELECT count(*) FROM campaign_items")
     unpublished = await pool.fetchval("SELECT count(*) FROM item_pages WHERE published_at IS NULL")
-    queue = await broker.declare_queue(runtime.topology.item_pages)
-    await queue.purge()
-    await broker.stop()
+    if not args.no_broker:
+        queue = await broker.declare_queue(runtime.topology.item_pages)
+        await queue.purge()
+        await broker.stop()
     await pool.close()
     pages = generator.page_s
     figures = {
