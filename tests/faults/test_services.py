@@ -32,7 +32,7 @@ async def at_work(run: FaultCampaign, service: str) -> None:
     if service == "item_generator":
 
         async def generating() -> bool:
-            return await run.item_count() >= RECIPIENTS // 10
+            return await run.handed_over() >= RECIPIENTS // 10
 
         await run.until(generating, "generation under way")
     elif service == "message_processor":
@@ -58,7 +58,7 @@ async def at_work(run: FaultCampaign, service: str) -> None:
 async def still_at_work(run: FaultCampaign, service: str) -> bool:
     """Whether the fault came before `service` had finished its part."""
     if service == "item_generator":
-        return await run.item_count() < RECIPIENTS
+        return await run.handed_over() < RECIPIENTS
     if service == "message_processor":
         # not yet generated, or generated and not yet rendered
         return await run.item_count("status <> 'pending'") < RECIPIENTS

@@ -189,6 +189,15 @@ class FaultCampaign:
         count: int = await _quietly(lambda: self.pool.fetchval(query, self.campaign_id))
         return count
 
+    async def handed_over(self) -> int:
+        """Items in pages the generator published (it creates them all at once first)."""
+        query = (
+            "SELECT coalesce(sum(item_count), 0) FROM item_pages"
+            " WHERE campaign_id = $1 AND published_at IS NOT NULL"
+        )
+        count: int = await _quietly(lambda: self.pool.fetchval(query, self.campaign_id))
+        return count
+
     async def in_flight(self) -> set[str]:
         """Recipients of the items being sent right now (claimed, result not recorded)."""
         rows = await _quietly(

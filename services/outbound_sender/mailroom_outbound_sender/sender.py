@@ -60,6 +60,26 @@ WHERE i.id = ANY($1) AND s.email = lower(i.email)
 RETURNING i.id
 """
 
+# Campaign items whose address left the lists the campaign goes to: unsubscribed from one of
+# them, subscribed to none. The subscriptions service skips the open items of an address as it
+# unsubscribes it, but not items that were being created at that moment (a snapshot reads
+# the lists as they were when it began).
+SKIP_UNSUBSCRIBED = """
+UPDATE campaign_items i SET status = 'skipped', error = 'unsubscribed from the list before sending'
+WHERE i.id = ANY($1) AND i.campaign_id = $2 AND i.status IN ('pending', 'queued', 'retry')
+  AND EXISTS (
+      SELECT 1 FROM campaign_lists cl
+      JOIN list_memberships m ON m.list_id = cl.list_id AND m.status = 'unsubscribed'
+      JOIN contacts k ON k.id = m.contact_id
+      WHERE cl.campaign_id = i.campaign_id AND lower(k.email) = lower(i.email))
+  AND NOT EXISTS (
+      SELECT 1 FROM campaign_lists cl
+      JOIN list_memberships m ON m.list_id = cl.list_id AND m.status = 'subscribed'
+      JOIN contacts k ON k.id = m.contact_id
+      WHERE cl.campaign_id = i.campaign_id AND lower(k.email) = lower(i.email))
+RETURNING i.id
+"""
+
 # Not while the campaign is paused: a pause stops a batch between two chunks. Only items whose
 # address is the email's envelope recipient (and, for campaigns, of the batch's campaign) are
 # claimed; `matching` tells the sender which emails of the chunk are genuine.
@@ -239,6 +259,12 @@ class OutboundSender:
             )
         rows = await self._database("suppressing", lambda: pool.fetch(queries.suppress, ids))
         results = [DeliveryResult(item_id=r["id"], status="suppressed") for r in rows]
+        if batch.kind == "campaign":
+            rows = await self._database(
+                "skipping unsubscribed",
+                lambda: pool.fetch(SKIP_UNSUBSCRIBED, ids, batch.campaign_id),
+            )
+            results += [DeliveryResult(item_id=r["id"], status="skipped") for r in rows]
 
         emails, forged = self._with_genuine_headers(batch)
         chunk = self._chunk_size()
