@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 LIMIT_FAILURES = 3  # recipients of one page for whom the template hit a rendering limit
 
 PENDING_ITEMS = """
-SELECT i.id, i.email, i.contact_id, c.first_name, c.last_name, c.attributes
-FROM campaign_items i JOIN contacts c ON c.id = i.contact_id
+SELECT i.id, i.email, i.contact_id, c.id IS NOT NULL AS contact_exists,
+       c.first_name, c.last_name, c.attributes
+FROM campaign_items i LEFT JOIN contacts c ON c.id = i.contact_id
 WHERE i.id = ANY($1) AND i.campaign_id = $2 AND i.status = 'pending'
 ORDER BY i.id
 """
@@ -136,6 +137,10 @@ class MessageProcessor:
         failures: dict[int, str] = {}
         limits_hit = 0
         for row in rows:
+            if not row["contact_exists"]:
+                # deleted while the audience was snapshotted: fail it, or it stays open forever
+                failures[row["id"]] = "the contact was deleted before its message was rendered"
+                continue
             try:
                 email = render_outbound(
                     compiled,
