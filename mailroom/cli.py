@@ -30,7 +30,7 @@ from mailroom import campaigns
 from mailroom.autoresponder_cli import autoresponder_app
 from mailroom.contacts_import import import_contacts
 from mailroom.contacts_subscribe import subscribe_contact
-from mailroom.services import SERVICES
+from mailroom.services import SERVICES, service_factory
 
 app = typer.Typer(
     help="Mailroom: email campaigns on RabbitMQ and PostgreSQL.", no_args_is_help=True
@@ -85,7 +85,7 @@ def run(
     settings = Settings()
     configure_logging(settings.log_level)
     settings.warn_about_keys()
-    process = ServiceProcess(settings, {n: SERVICES[n] for n in names})
+    process = ServiceProcess(settings, {n: service_factory(n) for n in names})
     try:
         import uvloop
 
