@@ -6,7 +6,8 @@ batch published twice is harmless: the sender claims each item once).
 
 Compiling and rendering run in a worker thread (``asyncio.to_thread``): a slow template delays
 its own page, never the event loop. A template that hits a rendering limit (time, size) for
-``LIMIT_FAILURES`` recipients of a page fails its campaign with the reason.
+``LIMIT_FAILURES`` recipients of a page fails its campaign with the reason (the page's batches
+published before then were already on their way, as earlier pages' were).
 """
 
 from __future__ import annotations
