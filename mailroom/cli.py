@@ -82,7 +82,7 @@ def run(
     # imported here: the other commands start without every service's modules
     from mailroom_common.runner import ServiceProcess
 
-    from mailroom.services import SERVICES
+    from mailroom.services import SERVICES, service_factory
 
     names = list(SERVICES) if services == ["all"] else services
     unknown = [n for n in names if n not in SERVICES]
@@ -91,7 +91,7 @@ def run(
     settings = Settings()
     configure_logging(settings.log_level)
     settings.warn_about_keys()
-    process = ServiceProcess(settings, {n: SERVICES[n] for n in names})
+    process = ServiceProcess(settings, {n: service_factory(n) for n in names})
     try:
         import uvloop
 

@@ -1,24 +1,27 @@
-"""Every service this image can run, by name (`mailroom run NAME`, or `all`)."""
+"""Every service this image can run, by name (`mailroom run NAME`, or `all`).
+
+A service's modules are imported only when it runs: a process running one service does
+not carry the others' libraries (the bounce parser, the admin API, ...) in its memory."""
 
 from __future__ import annotations
 
-from mailroom_autoresponder.service import build as autoresponder
-from mailroom_bounce_processor.service import build as bounce_processor
-from mailroom_common.service import ServiceFactory
-from mailroom_completion.service import build as completion
-from mailroom_config.service import build as config
-from mailroom_item_generator.service import build as item_generator
-from mailroom_message_processor.service import build as message_processor
-from mailroom_outbound_sender.service import build as outbound_sender
-from mailroom_subscriptions.service import build as subscriptions
+import importlib
 
-SERVICES: dict[str, ServiceFactory] = {
-    "config": config,
-    "item_generator": item_generator,
-    "message_processor": message_processor,
-    "outbound_sender": outbound_sender,
-    "completion": completion,
-    "bounce_processor": bounce_processor,
-    "subscriptions": subscriptions,
-    "autoresponder": autoresponder,
+from mailroom_common.service import ServiceFactory
+
+SERVICES: dict[str, str] = {
+    "config": "mailroom_config.service",
+    "item_generator": "mailroom_item_generator.service",
+    "message_processor": "mailroom_message_processor.service",
+    "outbound_sender": "mailroom_outbound_sender.service",
+    "completion": "mailroom_completion.service",
+    "bounce_processor": "mailroom_bounce_processor.service",
+    "subscriptions": "mailroom_subscriptions.service",
+    "autoresponder": "mailroom_autoresponder.service",
 }
+
+
+def service_factory(name: str) -> ServiceFactory:
+    """The `build` function of the service called `name` (imported now)."""
+    factory: ServiceFactory = importlib.import_module(SERVICES[name]).build
+    return factory

@@ -23,7 +23,7 @@ from mailroom_common.runner import ServiceProcess
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import Service
 
-from mailroom.services import SERVICES
+from mailroom.services import service_factory
 from tests.catalogue.cases import Case, case_ids
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.ports import free_port
@@ -316,7 +316,9 @@ async def running(installation: Installation) -> AsyncIterator[Running]:
     settings = installation.settings.model_copy(
         update={"http_port": free_port(), "http_host": "127.0.0.1"}
     )
-    process = ServiceProcess(settings, {**{n: SERVICES[n] for n in CONSUMERS}, "probe": probe})
+    process = ServiceProcess(
+        settings, {**{n: service_factory(n) for n in CONSUMERS}, "probe": probe}
+    )
     await process.start()
     try:
         yield Running(Topology.from_settings(settings), heard)

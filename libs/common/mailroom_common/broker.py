@@ -226,27 +226,44 @@ def make_broker(settings: Settings) -> RabbitBroker:
 
 
 async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
-    """Declare every exchange, work queue (with its DLQ and bindings) and retry tier."""
-    declared_exchanges = {e.name: await broker.declare_exchange(e) for e in topology.exchanges()}
-    dlx = declared_exchanges[topology.dead_letters.name]
-    done: set[str] = set()
-    for queue, exchange, routing_key in topology.bindings():
-        declared = await broker.declare_queue(queue)
-        await declared.bind(declared_exchanges[exchange.name], routing_key=routing_key)
-        if queue.name not in done:
-            dlq = topology.dead_letter_queue(queue)
-            declared_dlq = await broker.declare_queue(dlq)
-            await declared_dlq.bind(dlx, routing_key=dlq.routing_key)
-            done.add(queue.name)
-    settings_dlq = topology.settings_dead_letters
-    declared_settings_dlq = await broker.declare_queue(settings_dlq)
-    await declared_settings_dlq.bind(dlx, routing_key=settings_dlq.routing_key)
-    work = declared_exchanges[topology.work.name]
-    for delay in topology.retry_delays_ms:
-        for priority in (False, True):
-            retry = topology.retry_queue(delay, priority)
-            declared = await broker.declare_queue(retry)
-            await declared.bind(work, routing_key=retry.routing_key)
+    """Declare every exchange, work queue (with its DLQ and bindings) and retry tier.
+
+    On a channel of its own, not through the broker's declarer: the declarer remembers each
+    queue with the channel it was first declared on, and a subscriber would then consume
+    on that channel instead of its own, without its own prefetch."""
+    connection = await broker.connect()
+    async with connection.channel() as channel:
+        exchanges = {
+            e.name: await channel.declare_exchange(
+                e.name, type=e.type.value, durable=e.durable, auto_delete=e.auto_delete
+            )
+            for e in topology.exchanges()
+        }
+
+        async def queue(q: RabbitQueue, exchange: str, routing_key: str | None) -> None:
+            declared = await channel.declare_queue(
+                q.name,
+                durable=q.durable,
+                exclusive=q.exclusive,
+                auto_delete=q.auto_delete,
+                arguments=q.arguments,
+            )
+            await declared.bind(exchanges[exchange], routing_key=routing_key)
+
+        dlx = topology.dead_letters.name
+        done: set[str] = set()
+        for work_queue, exchange, routing_key in topology.bindings():
+            await queue(work_queue, exchange.name, routing_key)
+            if work_queue.name not in done:
+                dlq = topology.dead_letter_queue(work_queue)
+                await queue(dlq, dlx, dlq.routing_key)
+                done.add(work_queue.name)
+        settings_dlq = topology.settings_dead_letters
+        await queue(settings_dlq, dlx, settings_dlq.routing_key)
+        for delay in topology.retry_delays_ms:
+            for priority in (False, True):
+                retry = topology.retry_queue(delay, priority)
+                await queue(retry, topology.work.name, retry.routing_key)
 
 
 async def publish_event(

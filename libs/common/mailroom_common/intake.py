@@ -16,13 +16,14 @@ Every subscriber gets the raw bytes (`broker.raw_body` is the decoder of every b
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import asyncpg
 from faststream import AckPolicy
-from faststream.rabbit import RabbitExchange, RabbitQueue, RabbitRouter
+from faststream.rabbit import Channel, RabbitExchange, RabbitQueue, RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
@@ -44,6 +45,9 @@ JSON_CONTENT_TYPE = "application/json"
 # the JSON parser's (pydantic-core's) nesting limit: deeper input is refused, never a
 # RecursionError
 MAX_JSON_DEPTH = 200
+# messages a consumer holds unacknowledged (and handles at once) unless its service says:
+# each is in memory, as it came and decoded, until it is settled
+DEFAULT_PREFETCH = 8
 # errors PostgreSQL gives for the data itself: the same message fails the same way every time
 PERMANENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.DataError,  # class 22: out of range, NUL, bad text representation, ...
@@ -74,15 +78,31 @@ def subscribe(
     give_up: Callable[[E, str], Awaitable[None]] | None = None,
     *,
     dead_letter_key: str | None = None,
+    prefetch: int = DEFAULT_PREFETCH,
 ) -> None:
     """Consume `queue` (bound to `exchange`) with `process`: the one way a service
-    subscribes. Raw bytes in, manual acks, every message settled by `take`."""
+    subscribes. Raw bytes in, manual acks, every message settled by `take`. At most
+    `prefetch` messages are delivered and handled at once (a channel of its own)."""
+    channel = Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
 
     @router.subscriber(
-        queue, exchange, ack_policy=AckPolicy.MANUAL, decoder=raw_body, title=queue.name
+        queue,
+        exchange,
+        ack_policy=AckPolicy.MANUAL,
+        decoder=raw_body,
+        title=queue.name,
+        channel=channel,
     )
     async def consume(message: RabbitMessage) -> None:
-        await take(runtime, queue, message, models, process, give_up, dead_letter_key)
+        # FastStream keeps the message in a context variable while its handler runs, and
+        # every task, timer or connection the handler starts copies that context: an SMTP
+        # or database connection opened for one batch kept the whole batch alive for as
+        # long as it lived. The handler runs in a context of its own, and nothing it
+        # starts keeps the message.
+        await asyncio.create_task(
+            take(runtime, queue, message, models, process, give_up, dead_letter_key),
+            context=contextvars.Context(),
+        )
 
 
 async def dead_letter(

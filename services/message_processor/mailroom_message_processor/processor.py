@@ -6,13 +6,15 @@ batch published twice is harmless: the sender claims each item once).
 
 Compiling and rendering run in a worker thread (``asyncio.to_thread``): a slow template delays
 its own page, never the event loop. A template that hits a rendering limit (time, size) for
-``LIMIT_FAILURES`` recipients of a page fails its campaign with the reason.
+``LIMIT_FAILURES`` recipients of a page fails its campaign with the reason (the page's batches
+published before then were already on their way, as earlier pages' were).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from asyncpg import Record
 from mailroom_common.events import (
@@ -51,6 +53,15 @@ WHERE i.id = f.id AND i.status = 'pending'
 """
 
 
+@dataclass
+class _Limits:
+    """Recipients of a page for whom the template hit a rendering limit, and the last
+    such problem."""
+
+    hit: int = 0
+    last: str = ""
+
+
 class MessageProcessor:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -81,22 +92,35 @@ class MessageProcessor:
             await self._fail_campaign(campaign["id"], str(problem))
             return
         rows = await runtime.pool.fetch(PENDING_ITEMS, page.item_ids, page.campaign_id)
-        rendered = await asyncio.to_thread(self._render, campaign, compiled, marketing, rows)
-        if isinstance(rendered, str):
-            await self._fail_campaign(campaign["id"], rendered)
-            return
-        emails, failures = rendered
+        # one batch rendered at a time, published, then the next: a page never holds all
+        # its rendered emails at once (a page of 1,000 emails of 22 KB would be 22 MB,
+        # twice over while they are encoded)
+        failures: dict[int, str] = {}
+        limits = _Limits()
         batch_size = runtime.settings.batch_size
-        for start in range(0, len(emails), batch_size):
-            chunk = emails[start : start + batch_size]
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            emails = await asyncio.to_thread(
+                self._render, campaign, compiled, marketing, chunk, failures, limits
+            )
+            if limits.hit >= LIMIT_FAILURES:
+                await self._fail_campaign(
+                    campaign["id"],
+                    f"the template hit a rendering limit for {limits.hit} recipients"
+                    f" ({limits.last}); make its loops and values smaller",
+                )
+                return
+            if not emails:
+                continue
             await runtime.send_work(
-                OutboundBatch(kind="campaign", campaign_id=campaign["id"], emails=chunk)
+                OutboundBatch(kind="campaign", campaign_id=campaign["id"], emails=emails)
             )
             await runtime.pool.execute(
                 "UPDATE campaign_items SET status = 'queued' WHERE id = ANY($1)"
                 " AND status = 'pending'",
-                [e.item_id for e in chunk],
+                [e.item_id for e in emails],
             )
+            del emails  # not kept while the next batch is rendered
         if failures:
             await runtime.pool.execute(FAIL_ITEMS, list(failures), list(failures.values()))
             await runtime.announce(
@@ -127,15 +151,16 @@ class MessageProcessor:
         compiled: CompiledMessage,
         marketing: MarketingSettings,
         rows: list[Record],
-    ) -> tuple[list[OutboundEmail], dict[int, str]] | str:
-        """The page's emails and its items that failed (id -> reason), or why the whole
-        campaign fails (a template that hit a rendering limit again and again)."""
+        failures: dict[int, str],
+        limits: _Limits,
+    ) -> list[OutboundEmail]:
+        """The emails of `rows`; those that failed go to `failures` (id -> reason), and
+        those that hit a rendering limit (time, size: the template's fault, not the
+        recipient's) are counted in `limits`."""
         settings, signer = self.runtime.settings, self.runtime.signer
         base_url = marketing.public_base_url.rstrip("/")
         source = f"c{campaign['id']}"
         emails: list[OutboundEmail] = []
-        failures: dict[int, str] = {}
-        limits_hit = 0
         for row in rows:
             if not row["contact_exists"]:
                 # deleted while the audience was snapshotted: fail it, or it stays open forever
@@ -154,16 +179,15 @@ class MessageProcessor:
             except RecipientProblem as problem:
                 RENDER_FAILURES.labels("recipient").inc()
                 failures[row["id"]] = f"rendering failed: {problem}"
-                limits_hit += problem.limit
-                if limits_hit >= LIMIT_FAILURES:
-                    return (
-                        f"the template hit a rendering limit for {limits_hit} recipients"
-                        f" ({problem}); make its loops and values smaller"
-                    )
+                if problem.limit:
+                    limits.hit += 1
+                    limits.last = str(problem)
+                    if limits.hit >= LIMIT_FAILURES:
+                        break  # the campaign fails
                 continue
             emails.append(email)
         EMAILS_RENDERED.labels("campaign").inc(len(emails))
-        return emails, failures
+        return emails
 
     async def _fail_campaign(self, campaign_id: int, reason: str) -> None:
         RENDER_FAILURES.labels("campaign").inc()

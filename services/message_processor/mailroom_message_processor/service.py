@@ -11,6 +11,10 @@ from mailroom_common.service import Service
 
 from mailroom_message_processor.processor import MessageProcessor
 
+# one page rendering while another publishes its batches: rendering holds the GIL, more
+# pages at once would only hold more emails in memory
+PAGES_AT_ONCE = 2
+
 
 def build(runtime: Runtime) -> Service:
     router = RabbitRouter()
@@ -21,7 +25,14 @@ def build(runtime: Runtime) -> Service:
         await processor.handle_page(page)
 
     subscribe(
-        router, runtime, queue, runtime.topology.work, ItemsPage, process, processor.give_up_page
+        router,
+        runtime,
+        queue,
+        runtime.topology.work,
+        ItemsPage,
+        process,
+        processor.give_up_page,
+        prefetch=PAGES_AT_ONCE,
     )
 
     return Service("message_processor", router)
