@@ -23,13 +23,16 @@ LONGEST_PAUSE_SECONDS = 1.0  # recovery within a second of the server being back
 
 def database_unavailable(error: BaseException) -> bool:
     """Connection trouble (refused, lost, server shutting down or starting): worth another
-    try. A statement PostgreSQL refused is not."""
+    try. A statement PostgreSQL refused is not. asyncpg's InternalClientError ("cannot switch
+    to state …; another operation is in progress") comes from a connection the server cut
+    mid-statement, seen during a PostgreSQL restart: the next try takes another connection."""
     return isinstance(
         error,
         OSError
         | TimeoutError
         | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
         | asyncpg.exceptions.OperatorInterventionError,
     )
 
