@@ -64,19 +64,30 @@ RETURNING i.id
 # them, subscribed to none. The subscriptions service skips the open items of an address as it
 # unsubscribes it, but not items that were being created at that moment (a snapshot reads
 # the lists as they were when it began).
+# Item by item from its address (contacts by lower(email), then that contact's memberships),
+# never from the lists: the planner, given the lists first, read every membership of a
+# million-address list for each chunk (32 s for 10 items with a generic plan); the chunk is
+# read through the primary key alone (see CLAIM_ITEMS).
 SKIP_UNSUBSCRIBED = """
+WITH chunk AS MATERIALIZED (
+    SELECT id, email, campaign_id, status FROM campaign_items WHERE id = ANY($1::bigint[])),
+left_lists AS (
+    SELECT c.id FROM chunk c
+    CROSS JOIN LATERAL (
+        SELECT bool_or(m.status = 'unsubscribed') AS left_one,
+               bool_or(m.status = 'subscribed') AS still_on
+        FROM (SELECT k.id FROM contacts k WHERE lower(k.email) = lower(c.email) OFFSET 0) k
+        CROSS JOIN LATERAL (
+            SELECT m.status FROM list_memberships m
+            WHERE m.contact_id = k.id
+              AND m.list_id = ANY(ARRAY(SELECT list_id FROM campaign_lists WHERE campaign_id = $2))
+            OFFSET 0) m
+    ) s
+    WHERE c.campaign_id = $2 AND c.status IN ('pending', 'queued', 'retry')
+      AND s.left_one AND NOT s.still_on)
 UPDATE campaign_items i SET status = 'skipped', error = 'unsubscribed from the list before sending'
-WHERE i.id = ANY($1) AND i.campaign_id = $2 AND i.status IN ('pending', 'queued', 'retry')
-  AND EXISTS (
-      SELECT 1 FROM campaign_lists cl
-      JOIN list_memberships m ON m.list_id = cl.list_id AND m.status = 'unsubscribed'
-      JOIN contacts k ON k.id = m.contact_id
-      WHERE cl.campaign_id = i.campaign_id AND lower(k.email) = lower(i.email))
-  AND NOT EXISTS (
-      SELECT 1 FROM campaign_lists cl
-      JOIN list_memberships m ON m.list_id = cl.list_id AND m.status = 'subscribed'
-      JOIN contacts k ON k.id = m.contact_id
-      WHERE cl.campaign_id = i.campaign_id AND lower(k.email) = lower(i.email))
+FROM left_lists l
+WHERE i.id = l.id AND i.status IN ('pending', 'queued', 'retry')
 RETURNING i.id
 """
 
