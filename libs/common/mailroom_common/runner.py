@@ -151,8 +151,9 @@ class ServiceProcess:
         assert self.runtime is not None
         self.runtime.stopping.set()
         log.info("stopping: draining in-flight work")
-        # periodic work (generation, schedules) ends its current unit while it can still
-        # publish; only then does the broker stop
+        # periodic work (generation, schedules) and the services' own work (the bounce
+        # mailbox) end their current unit while they can still publish; only then does the
+        # broker stop
         periodic = [t for t in self._tasks if t.get_name() != "http"]
         if periodic:
             _done, late = await asyncio.wait(
@@ -160,6 +161,12 @@ class ServiceProcess:
             )
             for task in late:
                 task.cancel()
+        for service in self.services:
+            for drain in service.on_drain:
+                try:
+                    await drain()
+                except Exception:
+                    log.exception("draining %s failed", service.name)
         await self.runtime.broker.stop()
         if self._http is not None:
             self._http.should_exit = True

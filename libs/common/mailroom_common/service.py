@@ -52,6 +52,8 @@ class Service:
     periodic: list[PeriodicTask] = field(default_factory=list)
     ready_checks: list[ReadyCheck] = field(default_factory=list)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # work of its own (not a consumer's) that must end while the broker can still publish
+    on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # called in this process for every settings.changed event (every process hears each one)
     on_settings_changed: list[Callable[[SettingsChanged], Awaitable[None]]] = field(

@@ -116,12 +116,11 @@ class BounceProcessor:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 30)
-            except (TimeoutError, Exception):
+            # asyncio.wait never raises the task's own end (an error, a cancellation)
+            await asyncio.wait({self._task}, timeout=30)
+            if not self._task.done():
                 self._task.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._task
+                await asyncio.wait({self._task})
 
     async def on_settings_changed(self, change: SettingsChanged) -> None:
         if change.group == "bounce":

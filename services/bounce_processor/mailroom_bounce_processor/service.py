@@ -18,6 +18,6 @@ def build(runtime: Runtime) -> Service:
         "bounce_processor",
         ready_checks=[processor.bounce_mailbox],
         on_start=[processor.start],
-        on_stop=[processor.stop],
+        on_drain=[processor.stop],
         on_settings_changed=[processor.on_settings_changed],
     )
