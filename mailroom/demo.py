@@ -11,7 +11,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from rich.console import Console
 from mailroom import campaigns, smtp_sink
 from mailroom.cli import print_summary, watch_campaign
 from mailroom.contacts_import import import_contacts
+from mailroom.local_processes import free_port, peak_rss_mib
 
 console = Console()
 TEMPLATES = Path(__file__).parent / "demo_templates"
@@ -43,13 +43,6 @@ HOW_TO_START = {
     "  (or: docker compose up -d postgres)",
     "RabbitMQ": "rabbitmq-server -detached  (or: docker compose up -d rabbitmq)",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def demo_settings(database: str = DEMO_DATABASE, prefix: str = DEMO_PREFIX) -> Settings:
@@ -176,7 +169,7 @@ async def _prepare(settings: Settings, sink_port: int, csv_path: Path) -> int:
 
 
 def _start_services(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MAILROOM_DATABASE_URL": settings.database_url,
@@ -202,17 +195,6 @@ def _start_services(settings: Settings, log_path: Path) -> subprocess.Popen[byte
     raise RuntimeError(f"the services did not become ready; see {log_path}")
 
 
-def peak_memory_mib(pid: int) -> float | None:
-    """The process's peak resident memory (Linux), or None where it cannot be read."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def run_campaign(settings: Settings, contacts: int) -> dict[str, Any] | None:
     """Sink, contacts, services, one campaign watched to its end; None if a server is missing.
 
@@ -221,7 +203,7 @@ def run_campaign(settings: Settings, contacts: int) -> dict[str, Any] | None:
     if not check_services(settings):
         return None
     workdir = Path(tempfile.mkdtemp(prefix="mailroom-"))
-    sink_port = _free_port()
+    sink_port = free_port()
     sink = start_smtp_sink(sink_port)
     services: subprocess.Popen[bytes] | None = None
     try:
@@ -231,7 +213,7 @@ def run_campaign(settings: Settings, contacts: int) -> dict[str, Any] | None:
         services = _start_services(settings, workdir / "services.log")
         asyncio.run(campaigns.send_command(settings, CampaignLaunch(campaign_id=campaign_id)))
         final = watch_campaign(settings, campaign_id)
-        final["peak_rss_mib"] = peak_memory_mib(services.pid)
+        final["peak_rss_mib"] = peak_rss_mib(services.pid)
         final["log"] = str(workdir / "services.log")
         return final
     finally:

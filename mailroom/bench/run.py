@@ -30,8 +30,9 @@ from mailroom.bench.database import (
 )
 from mailroom.bench.installation import BenchInstallation
 from mailroom.bench.options import BenchOptions
-from mailroom.bench.processes import ServiceProcesses, cpu_seconds, free_port
+from mailroom.bench.processes import ServiceProcesses
 from mailroom.demo import check_services
+from mailroom.local_processes import cpu_seconds, free_port
 from mailroom.smtp_sink import sink_name, start_smtp_sink
 
 FINAL = ("completed", "failed", "cancelled")

@@ -11,17 +11,18 @@ from mailroom_common.events import CampaignLaunch
 from mailroom.campaigns import send_command
 from tests.support.environment import Installation, wait_for
 from tests.support.scenario import campaign_reaches, pool_of
-from tests.support.seed import make_audience, make_campaign, use_smtp_server
+from tests.support.seed import Audience, make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
 
 
-async def test_unsubscribed_or_suppressed_after_generation_gets_nothing(
-    installation: Installation, smtp_server: SmtpServer
-) -> None:
+async def generated_campaign(
+    installation: Installation, smtp_server: SmtpServer, recipients: int, tag: str
+) -> tuple[Audience, int]:
+    """A campaign whose items exist, its generator stopped before anything is sent."""
     pool = pool_of(installation)
-    audience = await make_audience(pool, 300, tag="late")
+    audience = await make_audience(pool, recipients, tag=tag)
     await use_smtp_server(pool, smtp_server.port)
     campaign_id = await make_campaign(pool, audience)
     generator = installation.start_services("item_generator")
@@ -35,6 +36,14 @@ async def test_unsubscribed_or_suppressed_after_generation_gets_nothing(
 
     await wait_for(generated, 60, "the campaign's items")
     assert Installation.terminate(generator) == 0
+    return audience, campaign_id
+
+
+async def test_unsubscribed_or_suppressed_after_generation_gets_nothing(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = pool_of(installation)
+    audience, campaign_id = await generated_campaign(installation, smtp_server, 300, "late")
     left, suppressed = sorted(audience.eligible)[:2]
     # as an unsubscribe racing the snapshot leaves it: the membership changed, the item pending
     await pool.execute(
@@ -58,20 +67,7 @@ async def test_an_item_whose_contact_was_deleted_fails_and_the_campaign_complete
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
     pool = pool_of(installation)
-    audience = await make_audience(pool, 50, tag="gone")
-    await use_smtp_server(pool, smtp_server.port)
-    campaign_id = await make_campaign(pool, audience)
-    generator = installation.start_services("item_generator")
-    await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
-
-    async def generated() -> bool:
-        done: bool = await pool.fetchval(
-            "SELECT generation_done FROM campaigns WHERE id = $1", campaign_id
-        )
-        return done
-
-    await wait_for(generated, 60, "the campaign's items")
-    assert Installation.terminate(generator) == 0
+    audience, campaign_id = await generated_campaign(installation, smtp_server, 50, "gone")
     gone = sorted(audience.eligible)[0]
     # as a delete racing the snapshot leaves it (the trigger that refuses it saw no item yet)
     async with pool.acquire() as conn, conn.transaction():
