@@ -38,11 +38,16 @@ log = logging.getLogger(__name__)
 
 LIMIT_FAILURES = 3  # recipients of one page for whom the template hit a rendering limit
 
+# The page's rows through the primary key alone: given `campaign_id` and `status` the planner
+# also read the campaign's whole partial index of open items (a million entries, 35 ms, for
+# every page of a 1M campaign).
 PENDING_ITEMS = """
+WITH page AS MATERIALIZED (
+    SELECT id, email, contact_id, campaign_id, status FROM campaign_items WHERE id = ANY($1))
 SELECT i.id, i.email, i.contact_id, c.id IS NOT NULL AS contact_exists,
        c.first_name, c.last_name, c.attributes
-FROM campaign_items i LEFT JOIN contacts c ON c.id = i.contact_id
-WHERE i.id = ANY($1) AND i.campaign_id = $2 AND i.status = 'pending'
+FROM page i LEFT JOIN contacts c ON c.id = i.contact_id
+WHERE i.campaign_id = $2 AND i.status = 'pending'
 ORDER BY i.id
 """
 
