@@ -65,8 +65,8 @@ RETURNING (SELECT coalesce(sum(n), 0) FROM by_status)::bigint AS moved,
 FIRST_CHUNK = MOVE_CHUNK.format(after="")
 NEXT_CHUNK = MOVE_CHUNK.format(after="AND lower(email) > $3")
 
-# Every item moved: the campaign is archived. Its item_pages rows stay (one per thousand
-# items): deleting them would check campaign_items.page_id, which has no index, once a page.
+# Every item moved: the campaign is archived. Its item_pages rows stay: one per thousand
+# items, and nothing reads the pages of a campaign that has ended.
 FINISH = """
 UPDATE campaigns SET archived_at = now(), archived_counts = coalesce(archived_counts, '{}')
 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM campaign_items WHERE campaign_id = $1)
