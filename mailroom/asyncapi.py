@@ -63,15 +63,22 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     ),
     "campaign.completed": (
         "events",
-        "completion, item_generator (cancel)",
+        "completion, item_generator (cancel), message_processor (a broken template)",
         "anyone",
-        "A campaign ended, with its counts by item status.",
+        "A campaign ended, with its final status (completed, failed, cancelled), its counts"
+        " by item status and, for a failed one, the reason.",
     ),
-    "campaign.failed": (
+    "campaign.paused": (
         "events",
-        "message_processor",
+        "item_generator",
         "anyone",
-        "A campaign failed (e.g. a template error), with the reason.",
+        "A campaign was paused, and why: its work waits in the database until it resumes.",
+    ),
+    "campaign.resumed": (
+        "events",
+        "item_generator",
+        "anyone",
+        "A paused campaign went back to the status it was paused from.",
     ),
     "settings.changed": (
         "events",

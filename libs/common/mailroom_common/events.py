@@ -164,16 +164,27 @@ class CampaignGenerated(InboundEvent):
 
 
 class CampaignCompleted(Event):
+    """A campaign ended: completed (no item left open), failed (reason) or cancelled."""
+
     routing_key: ClassVar[str] = "campaign.completed"
     campaign_id: Id
     status: Literal["completed", "failed", "cancelled"]
     counts: dict[str, int]
+    reason: str | None = Field(default=None, description="Why a failed campaign failed.")
 
 
-class CampaignFailed(Event):
-    routing_key: ClassVar[str] = "campaign.failed"
+class CampaignPaused(Event):
+    routing_key: ClassVar[str] = "campaign.paused"
     campaign_id: Id
     reason: str
+
+
+class CampaignResumed(Event):
+    routing_key: ClassVar[str] = "campaign.resumed"
+    campaign_id: Id
+    status: Literal["scheduled", "generating", "sending"] = Field(
+        description="The status it went back to: the one it was paused from."
+    )
 
 
 class SettingsChanged(InboundEvent):
@@ -271,7 +282,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         DeliveryResults,
         CampaignGenerated,
         CampaignCompleted,
-        CampaignFailed,
+        CampaignPaused,
+        CampaignResumed,
         SettingsChanged,
         ContactUnsubscribed,
         BounceDetected,

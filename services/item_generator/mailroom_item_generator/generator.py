@@ -18,27 +18,14 @@ from typing import NamedTuple
 
 from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
-from mailroom_common.events import CampaignGenerated, ItemsPage
+from mailroom_common import campaign_lifecycle
+from mailroom_common.events import ItemsPage
 from mailroom_common.metrics import ITEMS_GENERATED
 from mailroom_common.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 15.0  # renewed with every page; a crashed holder blocks others this long
-
-# A lease of our own is free too: run_due runs one generation at a time, so ours was cut off
-# (a broker or database outage) and is taken up again at once, not when the lease expires.
-CLAIM_CAMPAIGN = """
-UPDATE campaigns SET status = 'generating', lease_owner = $1,
-       lease_until = now() + make_interval(secs => $2)
-WHERE id = (
-    SELECT id FROM campaigns
-    WHERE (status = 'generating'
-           AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $1))
-       OR (status = 'scheduled' AND send_at <= now())
-    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING id
-"""
 
 # One item per address (case-insensitively, the lowest contact id's) subscribed to a target
 # list ($2), valid and not suppressed; ids are given in address order (byte order: the
@@ -90,18 +77,11 @@ SELECT id FROM page
 # snapshot is committed as usual.
 WITHOUT_WAITING_FOR_DISK = "SET LOCAL synchronous_commit = off"
 
-# Not while the campaign is paused: the message processor, which sets published_at back to
-# NULL for a page of a paused campaign, may have had this page already.
+# Not while the campaign is paused: the message processor, which parks a page of a paused
+# campaign (published_at back to NULL), may have had this page already.
 MARK_PUBLISHED = """
 UPDATE item_pages p SET published_at = now() FROM campaigns c
 WHERE p.id = $1 AND c.id = p.campaign_id AND c.status <> 'paused'
-"""
-
-FINISH = """
-UPDATE campaigns SET status = 'sending', generation_done = true, generated_at = now(),
-       lease_owner = NULL, lease_until = NULL
-WHERE id = $1
-RETURNING (SELECT count(*) FROM campaign_items WHERE campaign_id = $1)
 """
 
 # Pages handed over again: their items still pending. A page of the previous version names
@@ -118,7 +98,7 @@ SELECT p.id, p.campaign_id, array(
     ORDER BY 1) AS item_ids
 FROM item_pages p JOIN campaigns c ON c.id = p.campaign_id
 WHERE p.published_at IS NULL AND p.created_at < now() - interval '5 seconds'
-  AND c.status IN ('generating', 'sending')
+  AND c.status = ANY($1::text[]) AND ($2::bigint IS NULL OR p.campaign_id = $2)
 ORDER BY p.id LIMIT 100
 """
 
@@ -146,8 +126,8 @@ class ItemGenerator:
     async def run_due(self) -> None:
         """Generate every campaign that is due and not being generated elsewhere."""
         while not self.runtime.stopping.is_set():
-            campaign_id = await self.runtime.pool.fetchval(
-                CLAIM_CAMPAIGN, self.runtime.instance_id, LEASE_SECONDS
+            campaign_id = await campaign_lifecycle.claim_generation(
+                self.runtime.pool, self.runtime.instance_id, LEASE_SECONDS
             )
             if campaign_id is None:
                 return
@@ -266,12 +246,9 @@ class ItemGenerator:
         return Page(campaign_id, page_id, item_ids)
 
     async def _finish(self, campaign_id: int) -> None:
-        async with self.runtime.pool.acquire() as conn, conn.transaction():
-            if await self._ours(conn, campaign_id) is None:
-                return
-            total = await conn.fetchval(FINISH, campaign_id)
-        log.info("campaign %d: generation finished, %d items", campaign_id, total)
-        await self.runtime.announce(CampaignGenerated(campaign_id=campaign_id, item_count=total))
+        await campaign_lifecycle.finish_generation(
+            self.runtime, campaign_id, self.runtime.instance_id
+        )
 
     async def _publish_page(self, campaign_id: int, page_id: int, item_ids: list[int]) -> None:
         if item_ids:
@@ -282,9 +259,12 @@ class ItemGenerator:
             await conn.execute(WITHOUT_WAITING_FOR_DISK)
             await conn.execute(MARK_PUBLISHED, page_id)
 
-    async def republish_unpublished_pages(self) -> None:
-        """Hand over pages whose publication was lost (a crash, a broker outage, a pause)."""
-        rows = await self.runtime.pool.fetch(UNPUBLISHED_PAGES)
+    async def republish_unpublished_pages(self, campaign_id: int | None = None) -> None:
+        """Hand over pages whose publication was lost (a crash, a broker outage) or that were
+        parked (a pause), of campaigns that send: all of them, or `campaign_id`'s."""
+        rows = await self.runtime.pool.fetch(
+            UNPUBLISHED_PAGES, list(campaign_lifecycle.SENDING_STATUSES), campaign_id
+        )
         for row in rows:
             log.info("republishing page %d of campaign %d", row["id"], row["campaign_id"])
             await self._publish_page(row["campaign_id"], row["id"], list(row["item_ids"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
-from mailroom_common.events import CAMPAIGN_COMMANDS, CampaignLaunch, Event
+from mailroom_common.events import CAMPAIGN_COMMANDS, CampaignLaunch, CampaignResume, Event
 from mailroom_common.intake import subscribe
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
@@ -25,8 +25,8 @@ def build(runtime: Runtime) -> Service:
     )
 
     async def process(command: Event, _: RabbitMessage) -> None:
-        await commands.dispatch(runtime, command)
-        if isinstance(command, CampaignLaunch):
+        await commands.dispatch(runtime, command, resumed=generator.republish_unpublished_pages)
+        if isinstance(command, CampaignLaunch | CampaignResume):
             generate.wake.set()
 
     subscribe(router, runtime, queue, runtime.topology.commands, CAMPAIGN_COMMANDS, process)

@@ -17,8 +17,8 @@ import logging
 from dataclasses import dataclass
 
 from asyncpg import Record
+from mailroom_common import campaign_lifecycle
 from mailroom_common.events import (
-    CampaignFailed,
     DeliveryResult,
     DeliveryResults,
     ItemsPage,
@@ -83,12 +83,9 @@ class MessageProcessor:
         if campaign is None:
             raise Rejected(f"unknown campaign {page.campaign_id}")
         if campaign["status"] == "paused":
-            # handed over again by the item generator once the campaign resumes
-            await runtime.pool.execute(
-                "UPDATE item_pages SET published_at = NULL WHERE id = $1", page.page_id
-            )
+            await campaign_lifecycle.park_page(runtime.pool, page.page_id)
             return
-        if campaign["status"] not in ("generating", "sending"):
+        if not campaign_lifecycle.sends(campaign["status"]):
             return  # cancelled or failed: its open items were closed with it
         marketing, version = await self._marketing()
         try:
@@ -196,24 +193,7 @@ class MessageProcessor:
 
     async def _fail_campaign(self, campaign_id: int, reason: str) -> None:
         RENDER_FAILURES.labels("campaign").inc()
-        log.warning("campaign %d failed: %s", campaign_id, reason)
-        async with self.runtime.pool.acquire() as conn, conn.transaction():
-            failed = await conn.fetchval(
-                "UPDATE campaigns SET status = 'failed', failure_reason = $2, completed_at = now(),"
-                " lease_owner = NULL WHERE id = $1 AND status IN ('generating', 'sending')"
-                " RETURNING id",
-                campaign_id,
-                reason,
-            )
-            if failed is None:
-                return
-            await conn.execute(
-                "UPDATE campaign_items SET status = 'failed', error = $2"
-                " WHERE campaign_id = $1 AND status IN ('pending', 'queued', 'retry')",
-                campaign_id,
-                f"campaign failed: {reason}",
-            )
-        await self.runtime.announce(CampaignFailed(campaign_id=campaign_id, reason=reason))
+        await campaign_lifecycle.fail(self.runtime, campaign_id, reason)
 
     async def give_up_page(self, page: ItemsPage, reason: str) -> None:
         await self.runtime.pool.execute(
