@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from asyncpg.pool import Pool, PoolConnectionProxy
 
@@ -27,9 +27,9 @@ from mailroom_common.events import (
     CampaignGenerated,
     CampaignPaused,
     CampaignResumed,
+    Event,
 )
 from mailroom_common.metrics import CAMPAIGNS_COMPLETED
-from mailroom_common.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,36 @@ CANCELLABLE_STATUSES: tuple[CampaignStatus, ...] = (
 )
 
 Connection = Pool | PoolConnectionProxy
+
+# The transitions PostgreSQL allows (migration 0007), besides paused -> paused_from.
+TRANSITIONS: frozenset[tuple[CampaignStatus, CampaignStatus]] = frozenset(
+    {
+        ("draft", "scheduled"),
+        ("draft", "generating"),
+        ("draft", "cancelled"),
+        ("scheduled", "generating"),
+        ("scheduled", "paused"),
+        ("scheduled", "cancelled"),
+        ("generating", "sending"),
+        ("generating", "paused"),
+        ("generating", "cancelled"),
+        ("generating", "failed"),
+        ("sending", "completed"),
+        ("sending", "paused"),
+        ("sending", "cancelled"),
+        ("sending", "failed"),
+        ("paused", "cancelled"),
+    }
+)
+
+
+class Runtime(Protocol):
+    """What a transition needs of a service's runtime (mailroom_common.runtime.Runtime)."""
+
+    @property
+    def pool(self) -> Pool: ...
+
+    async def announce(self, event: Event) -> None: ...
 
 
 class UnknownCampaign(LookupError):
