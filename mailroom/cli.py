@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import typer
 from mailroom_common import archive as archiving
+from mailroom_common.campaign_lifecycle import FINAL_STATUSES
 from mailroom_common.db import create_pool
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
 from mailroom_common.logs import configure_logging
@@ -53,7 +54,6 @@ app.add_typer(bounce_app, name="bounce")
 console = Console()
 errors = Console(stderr=True)
 T = TypeVar("T")
-FINAL_CAMPAIGN_STATUSES = ("completed", "failed", "cancelled")
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -382,7 +382,7 @@ def watch_campaign(
                     progress.update(
                         task, completed=status["done"], total=total, state=status["status"]
                     )
-                    if status["status"] in FINAL_CAMPAIGN_STATUSES:
+                    if status["status"] in FINAL_STATUSES:
                         status["seconds"] = time.monotonic() - started
                         return status
                     await asyncio.sleep(poll_seconds)

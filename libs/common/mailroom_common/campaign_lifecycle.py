@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 
 from asyncpg.pool import Pool, PoolConnectionProxy
 
-from mailroom_common.archive import item_counts
+from mailroom_common.campaign_counts import item_counts
 from mailroom_common.events import (
     CampaignCompleted,
     CampaignGenerated,
