@@ -303,7 +303,7 @@ WITH parked AS (
     SELECT page_id FROM parked WHERE page_id IS NOT NULL
 ), unpublished AS (
     UPDATE item_pages SET published_at = NULL
-    WHERE id IN (SELECT id FROM pages) AND published_at IS NOT NULL
+    WHERE id = ANY(ARRAY(SELECT id FROM pages)) AND published_at IS NOT NULL
 )
 SELECT array(SELECT id FROM parked ORDER BY id)
 """
