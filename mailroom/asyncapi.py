@@ -86,6 +86,14 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "every service",
         "An administrator changed a settings group.",
     ),
+    "job.run": (
+        "events",
+        "`mailroom jobs run`, the config service (POST /admin/jobs/{name}/run)",
+        "every process (its own exclusive queue), acted on by the replicas of that job",
+        "Run a job now: every replica of it wakes its periodic work (the generator's poll and"
+        " page republishing, the completion sweep, the autoresponder scheduler, the bounce"
+        " mailbox poll). Jobs whose work only arrives as messages have nothing to run.",
+    ),
     "bounce.detected": (
         "events",
         "bounce_processor",

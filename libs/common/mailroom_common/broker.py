@@ -124,6 +124,39 @@ class Topology:
             routing_key=self.settings_dead_letter_key,
         )
 
+    def job_run_listener(self, instance: str) -> RabbitQueue:
+        """Each process's own queue of job.run (every replica of a job hears each one);
+        exclusive and auto-deleted like the settings listener's."""
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", instance)
+        return RabbitQueue(
+            f"{self.prefix}.job-run.{tag}",
+            exclusive=True,
+            auto_delete=True,
+            routing_key="job.run",
+        )
+
+    @property
+    def job_run_dead_letter_key(self) -> str:
+        """Where every process's job.run listener dead-letters what it cannot read."""
+        return f"{self.prefix}.job-run"
+
+    @property
+    def job_run_dead_letters(self) -> RabbitQueue:
+        return RabbitQueue(
+            f"{self.job_run_dead_letter_key}.dlq",
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=self.job_run_dead_letter_key,
+        )
+
+    def dead_letter_queue_names(self) -> list[str]:
+        """Every dead-letter queue: one per work queue, and the listeners' shared ones."""
+        work = sorted({q.name for q, _, _ in self.bindings()})
+        return [f"{name}.dlq" for name in work] + [
+            self.settings_dead_letters.name,
+            self.job_run_dead_letters.name,
+        ]
+
     def bindings(self) -> list[tuple[RabbitQueue, RabbitExchange, str]]:
         """Every (queue, exchange, routing key): declared by every process, whichever
         services it runs, so no message is published before its queue exists."""
@@ -143,6 +176,7 @@ class Topology:
         work = {q.name for q, _, _ in self.bindings()}
         names = sorted(work) + sorted(f"{n}.dlq" for n in work)
         names.append(self.settings_dead_letters.name)
+        names.append(self.job_run_dead_letters.name)
         return names + [
             self.retry_queue(d, priority).name
             for d in self.retry_delays_ms
@@ -260,6 +294,8 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
                 done.add(work_queue.name)
         settings_dlq = topology.settings_dead_letters
         await queue(settings_dlq, dlx, settings_dlq.routing_key)
+        job_run_dlq = topology.job_run_dead_letters
+        await queue(job_run_dlq, dlx, job_run_dlq.routing_key)
         for delay in topology.retry_delays_ms:
             for priority in (False, True):
                 retry = topology.retry_queue(delay, priority)

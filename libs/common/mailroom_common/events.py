@@ -194,6 +194,15 @@ class SettingsChanged(InboundEvent):
     changed_keys: list[str]
 
 
+class JobRun(InboundEvent):
+    """An operator asks a job to run now (`mailroom jobs run`): every replica of it hears."""
+
+    routing_key: ClassVar[str] = "job.run"
+    job: str = Field(
+        min_length=1, max_length=200, description='The job, e.g. "mark-campaigns-completed".'
+    )
+
+
 class ContactUnsubscribed(Event):
     routing_key: ClassVar[str] = "contact.unsubscribed"
     contact_id: Id
@@ -285,6 +294,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         CampaignPaused,
         CampaignResumed,
         SettingsChanged,
+        JobRun,
         ContactUnsubscribed,
         BounceDetected,
         ContactSubscribed,

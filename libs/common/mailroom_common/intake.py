@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 
 from mailroom_common.broker import raw_body
 from mailroom_common.events import Event
+from mailroom_common.jobs import job_of_queue
 from mailroom_common.metrics import MESSAGES_HANDLED
 from mailroom_common.runtime import Runtime
 
@@ -37,6 +39,12 @@ log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Event)
 
 ERROR_HEADER = "x-mailroom-error"
+# a dead letter's origin, for `mailroom dlq show|replay`: the exchange and routing key it came
+# by, how many times it was delivered, and when it was dead-lettered (unix seconds)
+ORIGINAL_EXCHANGE_HEADER = "x-mailroom-original-exchange"
+ORIGINAL_ROUTING_KEY_HEADER = "x-mailroom-original-routing-key"
+DELIVERIES_HEADER = "x-mailroom-deliveries"
+DEAD_LETTERED_AT_HEADER = "x-mailroom-dead-lettered-at"
 REQUEUE_PAUSE_SECONDS = 1.0
 # far above any batch we publish (MAILROOM_BATCH_SIZE rendered emails); RabbitMQ's own
 # limit is 128 MiB
@@ -84,6 +92,9 @@ def subscribe(
     subscribes. Raw bytes in, manual acks, every message settled by `take`. At most
     `prefetch` messages are delivered and handled at once (a channel of its own)."""
     channel = Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
+    job = job_of_queue(runtime.topology, queue.name)
+    if job is not None:  # each message handled is a run of its job (the heartbeats)
+        process = runtime.jobs.tracked(job.name, process)
 
     @router.subscriber(
         queue,
@@ -118,6 +129,10 @@ async def dead_letter(
     headers[ERROR_HEADER] = reason[:1000]
     headers["x-mailroom-queue"] = queue.name
     raw = message.raw_message
+    headers[ORIGINAL_EXCHANGE_HEADER] = raw.exchange or ""
+    headers[ORIGINAL_ROUTING_KEY_HEADER] = raw.routing_key or ""
+    headers[DELIVERIES_HEADER] = delivery_count(message) + 1
+    headers[DEAD_LETTERED_AT_HEADER] = int(time.time())
     await runtime.broker.publish(
         message.body,
         exchange=runtime.topology.dead_letters,

@@ -33,3 +33,8 @@ PERIODIC_FAILURES = Counter(
 SERVICE_UP = Gauge(
     "mailroom_service_up", "1 for each service running in this process.", ["service"]
 )
+JOB_LAST_SUCCESS = Gauge(
+    "mailroom_job_last_success_timestamp_seconds",
+    "When a run of the job last succeeded in this process (unix seconds).",
+    ["job"],
+)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import uvicorn
 from asyncpg.pool import Pool
@@ -20,9 +20,10 @@ from faststream.rabbit.annotations import RabbitMessage
 
 from mailroom_common.broker import declare_topology, make_broker
 from mailroom_common.db import create_pool
-from mailroom_common.events import SettingsChanged
+from mailroom_common.events import JobRun, SettingsChanged
 from mailroom_common.http import PathDispatcher, health_app
 from mailroom_common.intake import subscribe
+from mailroom_common.jobs import Heartbeats, jobs_of_services
 from mailroom_common.metrics import SERVICE_UP
 from mailroom_common.migrate import migrate
 from mailroom_common.runtime import Runtime
@@ -63,6 +64,40 @@ def settings_listener(runtime: Runtime, services: list[Service]) -> RabbitRouter
     return router
 
 
+def job_run_listener(runtime: Runtime, services: list[Service]) -> RabbitRouter | None:
+    """One subscriber per process of job.run (`mailroom jobs run`): a job this process runs
+    runs now (its periodic tasks wake, and its service's own `run_now` hooks are called);
+    the others are ignored. What it cannot read goes to the shared job-run DLQ."""
+    triggers: dict[str, list[Callable[[], None]]] = {}
+    for service in services:
+        for task in service.periodic:
+            if task.job is not None:
+                triggers.setdefault(task.job, []).append(task.wake.set)
+        for job, trigger in service.run_now.items():
+            triggers.setdefault(job, []).append(trigger)
+    if not triggers:
+        return None
+    router = RabbitRouter()
+    topology = runtime.topology
+
+    async def on_job_run(request: JobRun, _: RabbitMessage) -> None:
+        if request.job in triggers:
+            log.info("job %s asked to run now", request.job)
+            for trigger in triggers[request.job]:
+                trigger()
+
+    subscribe(
+        router,
+        runtime,
+        topology.job_run_listener(runtime.instance_id),
+        topology.events,
+        JobRun,
+        on_job_run,
+        dead_letter_key=topology.job_run_dead_letter_key,
+    )
+    return router
+
+
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: the process owns SIGTERM."""
 
@@ -99,9 +134,12 @@ class ServiceProcess:
         for service in self.services:
             if service.router is not None:
                 broker.include_router(service.router)
-        listener = settings_listener(runtime, self.services)
-        if listener is not None:
-            broker.include_router(listener)
+        for listener in (
+            settings_listener(runtime, self.services),
+            job_run_listener(runtime, self.services),
+        ):
+            if listener is not None:
+                broker.include_router(listener)
         await broker.connect()
         await declare_topology(broker, runtime.topology)
         for service in self.services:
@@ -111,7 +149,16 @@ class ServiceProcess:
         for service in self.services:
             SERVICE_UP.labels(service.name).set(1)
             for task in service.periodic:
-                self._tasks.append(asyncio.create_task(task.loop(self.stopping), name=task.name))
+                self._tasks.append(
+                    asyncio.create_task(task.loop(self.stopping, runtime.jobs), name=task.name)
+                )
+        heartbeats = Heartbeats(
+            self._pool,
+            runtime.jobs,
+            runtime.instance_id,
+            jobs_of_services(s.name for s in self.services),
+        )
+        self._tasks.append(asyncio.create_task(heartbeats.loop(self.stopping), name="heartbeats"))
         config = uvicorn.Config(
             PathDispatcher(
                 health_app([s.name for s in self.services], self.readiness),

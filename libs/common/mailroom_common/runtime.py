@@ -12,6 +12,7 @@ from faststream.rabbit import RabbitBroker
 
 from mailroom_common.broker import Topology, publish_event
 from mailroom_common.events import Event
+from mailroom_common.jobs import JobActivity
 from mailroom_common.runtime_settings import SettingsStore
 from mailroom_common.settings import Settings
 from mailroom_common.signing import Signer
@@ -32,6 +33,8 @@ class Runtime:
     instance_id: str = field(default_factory=_instance_id)
     # set when the process starts to stop: long loops end at their next unit of work
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # what this process's jobs did since it started (written by the heartbeats)
+    jobs: JobActivity = field(default_factory=JobActivity)
 
     @classmethod
     def build(cls, settings: Settings, pool: Pool, broker: RabbitBroker) -> Runtime:

@@ -11,6 +11,7 @@ from faststream.rabbit import RabbitRouter
 from starlette.types import ASGIApp
 
 from mailroom_common.events import SettingsChanged
+from mailroom_common.jobs import JobActivity
 from mailroom_common.metrics import PERIODIC_FAILURES
 from mailroom_common.runtime import Runtime
 
@@ -25,12 +26,17 @@ class PeriodicTask:
     interval_seconds: float
     run: Callable[[], Awaitable[None]]
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # the job each run of this task is a run of (its heartbeat; `mailroom jobs run` wakes it)
+    job: str | None = None
 
-    async def loop(self, stopping: asyncio.Event) -> None:
+    async def loop(self, stopping: asyncio.Event, jobs: JobActivity | None = None) -> None:
         """Run every interval (or at once when woken) until stopping is set."""
+        run = self.run
+        if self.job is not None and jobs is not None:
+            run = jobs.tracked(self.job, self.run)
         while not stopping.is_set():
             try:
-                await self.run()
+                await run()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -62,6 +68,8 @@ class Service:
     # served on MAILROOM_HTTP_PORT beside /healthz, /readyz and /metrics, for these paths
     http_app: ASGIApp | None = None
     http_paths: tuple[str, ...] = ()
+    # job name -> what `mailroom jobs run` does beyond waking the periodic tasks of that job
+    run_now: dict[str, Callable[[], None]] = field(default_factory=dict)
 
 
 ServiceFactory = Callable[[Runtime], Service]

@@ -12,6 +12,7 @@ from mailroom_common.events import (
     Event,
 )
 from mailroom_common.intake import Rejected, subscribe
+from mailroom_common.jobs import PROCESS_AUTORESPONDER_MESSAGES
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
@@ -26,7 +27,9 @@ def build(runtime: Runtime) -> Service:
     router = RabbitRouter()
     queue = runtime.topology.autoresponder_triggers
     scheduler = Scheduler(runtime)
-    due = PeriodicTask("autoresponder-due", POLL_SECONDS, scheduler.run_due)
+    due = PeriodicTask(
+        "autoresponder-due", POLL_SECONDS, scheduler.run_due, job=PROCESS_AUTORESPONDER_MESSAGES
+    )
 
     async def process(event: Event, _: RabbitMessage) -> None:
         if isinstance(event, ContactsSubscribed):

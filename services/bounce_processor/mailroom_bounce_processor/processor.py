@@ -14,6 +14,7 @@ from aioimaplib import aioimaplib
 from aioimaplib.aioimaplib import Response
 from mailroom_common.events import SettingsChanged
 from mailroom_common.imap import MailboxError, OpenMailbox, describe_failure, logout, open_mailbox
+from mailroom_common.jobs import PROCESS_BOUNCE_EMAIL
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import BounceMailbox
 
@@ -127,6 +128,14 @@ class BounceProcessor:
             log.info("bounce mailbox settings changed (version %d): reconnecting", change.version)
             self._wake.set()
 
+    def poll_now(self) -> None:
+        """`mailroom jobs run process-bounce-email`: reconnect and read the mailbox now."""
+        self._wake.set()
+
+    def _failed(self, problem: str) -> None:
+        self.problem = problem
+        self.runtime.jobs.failed(PROCESS_BOUNCE_EMAIL, problem)
+
     async def bounce_mailbox(self) -> str | None:
         """Readiness: None when the mailbox works (or is not configured), else why not."""
         return self.problem
@@ -146,7 +155,7 @@ class BounceProcessor:
                 mailbox, _version = await self.runtime.settings_store.load(BounceMailbox)
             except Exception as error:
                 failures += 1
-                self.problem = f"bounce mailbox: cannot read its settings: {error}"
+                self._failed(f"bounce mailbox: cannot read its settings: {error}")
                 log.error("%s; retrying in %g s", self.problem, backoff_seconds(failures))
                 await self._pause(backoff_seconds(failures))
                 continue
@@ -165,11 +174,11 @@ class BounceProcessor:
                 failures += 1
                 MAILBOX_ERRORS.labels(error.stage).inc()
                 if error.stage == "login":
-                    self.problem = (
+                    self._failed(
                         f"bounce mailbox: authentication failed for {where}: {error.reply}"
                     )
                 else:
-                    self.problem = f"bounce mailbox {where}: {error}"
+                    self._failed(f"bounce mailbox {where}: {error}")
                 delay = backoff_seconds(failures)
                 log.error("%s; retrying in %g s (attempt %d)", self.problem, delay, failures)
                 await self._pause(delay)
@@ -194,7 +203,7 @@ class BounceProcessor:
                 failures += 1
                 MAILBOX_ERRORS.labels("session").inc()
                 reason = describe_failure(error, mailbox.host, mailbox.port, COMMAND_SECONDS)
-                self.problem = f"bounce mailbox {where}: {reason or type(error).__name__}"
+                self._failed(f"bounce mailbox {where}: {reason or type(error).__name__}")
                 delay = backoff_seconds(failures)
                 log.error(
                     "%s; reconnecting in %g s (attempt %d)",
@@ -218,13 +227,16 @@ class BounceProcessor:
         client = opened.client
         idle = "IDLE" in opened.capabilities
         await self._expunge(client)  # messages flagged before a crash
+        jobs = self.runtime.jobs
         while not self._wake.is_set():
+            jobs.ran(PROCESS_BOUNCE_EMAIL)  # a poll of the mailbox is a run of the job
             response = await self._imap(client.uid_search("ALL"), "UID SEARCH")
             uids = parse_search(response.lines)
             for batch in _chunks(uids, BATCH_SIZE):
                 if self._wake.is_set():
                     return
                 await self._batch(client, batch, mailbox)
+            jobs.succeeded(PROCESS_BOUNCE_EMAIL)
             if uids:
                 continue  # look again before waiting: more may have come meanwhile
             if idle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from mailroom_common.jobs import PROCESS_BOUNCE_EMAIL
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import Service
 
@@ -20,4 +21,5 @@ def build(runtime: Runtime) -> Service:
         on_start=[processor.start],
         on_drain=[processor.stop],
         on_settings_changed=[processor.on_settings_changed],
+        run_now={PROCESS_BOUNCE_EMAIL: processor.poll_now},
     )

@@ -7,6 +7,7 @@ from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import CampaignGenerated, DeliveryResults, Event
 from mailroom_common.intake import subscribe
+from mailroom_common.jobs import MARK_CAMPAIGNS_COMPLETED
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
@@ -32,7 +33,10 @@ def build(runtime: Runtime) -> Service:
     subscribe(router, runtime, queue, runtime.topology.events, EVENTS, process)
 
     sweep = PeriodicTask(
-        "mark-campaigns-completed", runtime.settings.sweep_interval_seconds, tracker.sweep
+        "mark-campaigns-completed",
+        runtime.settings.sweep_interval_seconds,
+        tracker.sweep,
+        job=MARK_CAMPAIGNS_COMPLETED,
     )
     retention = Retention(runtime)
     archive = PeriodicTask(

@@ -6,6 +6,8 @@
     GET  /settings/{group}/history    who changed what, when
     POST /actions/test-smtp           a test email through the global SMTP account
     POST /actions/test-imap           a login to the bounce mailbox
+    GET  /admin/jobs                  the six campaign jobs (jobs_api)
+    POST /admin/jobs/{name}/run       run one now
 
 Every call needs `Authorization: Bearer <MAILROOM_ADMIN_TOKEN>` (checked before anything
 else is read); /docs and /openapi.json describe the API and are public.
@@ -50,11 +52,12 @@ from mailroom_config.groups import (
     public,
     read_only,
 )
+from mailroom_config.jobs_api import jobs_router
 
 log = logging.getLogger(__name__)
 
-PATHS = ("/settings", "/actions", "/docs", "/openapi.json")
-PROTECTED = ("/settings", "/actions")
+PATHS = ("/settings", "/actions", "/admin", "/docs", "/openapi.json")
+PROTECTED = ("/settings", "/actions", "/admin")
 DEFAULT_ACTOR = "admin"
 MAX_ACTOR_LENGTH = 200
 TOKEN_NOT_SET = (
@@ -325,6 +328,9 @@ token, the answer is 401; when the service has no token configured, every call g
   mask back keeps the stored password.
 - **Read-only** entries (`read_only` in a group's view) are shown, never changed here; a PUT
   that tries gets 409.
+- **Jobs** (`/admin/jobs`): the six campaign jobs, as `mailroom jobs --json` shows them
+  (replicas, last run, last success, last error, queues and dead letters); a POST to
+  `/admin/jobs/{name}/run` asks every replica of one to run it now (`job.run`).
 """
 
 
@@ -539,6 +545,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         result = await checks.check_mailbox(mailbox)
         log.info("bounce mailbox check %s:%d: %s", mailbox.host, mailbox.port, result.reply)
         return ActionResult(ok=result.ok, reply=result.reply)
+
+    app.include_router(jobs_router(current, secured, PROBLEMS))
 
     token = runtime.settings.admin_token if runtime is not None else None
     app.add_middleware(BodyLimit)

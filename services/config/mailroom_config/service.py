@@ -19,8 +19,8 @@ def build(runtime: Runtime) -> Service:
         token = runtime.settings.admin_token
         if token is None or not token.get_secret_value():
             log.warning(
-                "MAILROOM_ADMIN_TOKEN is not set: the admin API (/settings, /actions) answers"
-                " 503 to every call until it is"
+                "MAILROOM_ADMIN_TOKEN is not set: the admin API (/settings, /actions, /admin)"
+                " answers 503 to every call until it is"
             )
 
     return Service("config", http_app=app, http_paths=PATHS, on_start=[say_if_disabled])

@@ -6,6 +6,7 @@ from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import CAMPAIGN_COMMANDS, CampaignLaunch, CampaignResume, Event
 from mailroom_common.intake import subscribe
+from mailroom_common.jobs import GENERATE_CAMPAIGN_ITEMS
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
@@ -17,11 +18,14 @@ def build(runtime: Runtime) -> Service:
     router = RabbitRouter()
     queue = runtime.topology.campaign_commands
     generator = ItemGenerator(runtime)
-    generate = PeriodicTask("generate-campaign-items", 1.0, generator.run_due)
+    generate = PeriodicTask(
+        "generate-campaign-items", 1.0, generator.run_due, job=GENERATE_CAMPAIGN_ITEMS
+    )
     republish = PeriodicTask(
         "republish-item-pages",
         runtime.settings.sweep_interval_seconds,
         generator.republish_unpublished_pages,
+        job=GENERATE_CAMPAIGN_ITEMS,
     )
 
     async def process(command: Event, _: RabbitMessage) -> None:
