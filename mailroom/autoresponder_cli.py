@@ -17,6 +17,7 @@ from rich.table import Table
 
 from mailroom import autoresponders
 from mailroom.autoresponders import AutoresponderProblem, NewAutoresponder, TriggerKind
+from mailroom.cli_help import JsonFlag
 
 autoresponder_app = typer.Typer(
     help="Autoresponders: an email per contact and trigger event, after a delay.",
@@ -72,7 +73,7 @@ def create(
     from_name: Annotated[str | None, typer.Option(help="From display name.")] = None,
     reply_to: Annotated[str | None, typer.Option(help="Reply-To address.")] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Create it disabled.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Create an autoresponder (its templates are checked first)."""
     if trigger not in ("contact.subscribed", "contact.event"):
@@ -104,7 +105,7 @@ def create(
 
 
 @autoresponder_app.command("list")
-def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(as_json: JsonFlag = False) -> None:
     """Every autoresponder, with its emails sent and waiting."""
     rows = _with_pool(lambda pool, _settings: autoresponders.list_autoresponders(pool))
     if as_json:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Coroutine
 from datetime import datetime
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -29,13 +31,38 @@ from rich.table import Table
 from mailroom import campaigns
 from mailroom.autoresponder_cli import autoresponder_app
 from mailroom.campaign_watch import print_summary, watch_campaign
+from mailroom.cli_help import JsonFlag
 from mailroom.contacts_import import ImportReport, import_contacts
 from mailroom.contacts_subscribe import subscribe_contact
+from mailroom.dlq_cli import dlq_app
 from mailroom.import_progress import ImportBars
+from mailroom.jobs_cli import jobs_app
+from mailroom.unreachable import DATABASE, describe, unreachable_setting
 
 app = typer.Typer(
     help="Mailroom: email campaigns on RabbitMQ and PostgreSQL.", no_args_is_help=True
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"mailroom {package_version('mailroom')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """Mailroom: email campaigns on RabbitMQ and PostgreSQL. The database and the broker are
+    MAILROOM_DATABASE_URL and MAILROOM_RABBITMQ_URL."""
+
+
 contacts_app = typer.Typer(help="Contacts and lists.", no_args_is_help=True)
 campaign_app = typer.Typer(help="Campaigns.", no_args_is_help=True)
 settings_app = typer.Typer(
@@ -49,6 +76,8 @@ app.add_typer(settings_app, name="settings")
 app.add_typer(autoresponder_app, name="autoresponder")
 bounce_app = typer.Typer(help="The bounce mailbox's messages.", no_args_is_help=True)
 app.add_typer(bounce_app, name="bounce")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(dlq_app, name="dlq")
 
 console = Console()
 errors = Console(stderr=True)
@@ -59,9 +88,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 2) -> typer.Exit:
     errors.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
 
 
 async def _with_pool(settings: Settings, work: Any) -> Any:
@@ -112,7 +141,7 @@ def contacts_subscribe(
     list_name: Annotated[str, typer.Option("--list", help="The list.")],
     first_name: Annotated[str, typer.Option(help="First name of a new contact.")] = "",
     last_name: Annotated[str, typer.Option(help="Last name of a new contact.")] = "",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Subscribe one contact to a list (announced as contact.subscribed: autoresponders)."""
     settings = Settings()
@@ -141,7 +170,7 @@ def contacts_import(
         Path, typer.Argument(exists=True, dir_okay=False, help="CSV with an 'email' column.")
     ],
     list_name: Annotated[str, typer.Option("--list", help="The list to subscribe them to.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -205,7 +234,7 @@ def campaign_create(
     ] = None,
     from_name: Annotated[str, typer.Option(help="From display name.")] = "",
     reply_to: Annotated[str | None, typer.Option(help="Reply-To address.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Create a draft campaign (templates are checked now, not at send time)."""
     settings = Settings()
@@ -250,7 +279,7 @@ def campaign_launch(
     send_at = _parse_time(at) if at else None
     status = _run(_with_pool(settings, lambda pool: campaigns.campaign_status(pool, campaign_id)))
     if status is None:
-        raise _fail(f"no campaign {campaign_id}")
+        raise _fail(f"no campaign {campaign_id}: nothing was published", code=1)
     if status["status"] != "draft":
         raise _fail(f"campaign {campaign_id} is {status['status']}: only a draft can be launched")
     _run(campaigns.send_command(settings, CampaignLaunch(campaign_id=campaign_id, send_at=send_at)))
@@ -263,8 +292,44 @@ def campaign_launch(
 
 
 def _command(campaign_id: int, command: Any) -> None:
-    _run(campaigns.send_command(Settings(), command))
+    """Publish a command for a campaign that exists (checked first: an unknown id would only
+    end in the dead-letter queue)."""
+    settings = Settings()
+    if not _run(_with_pool(settings, lambda pool: campaigns.campaign_exists(pool, campaign_id))):
+        raise _fail(f"no campaign {campaign_id}: nothing was published", code=1)
+    _run(campaigns.send_command(settings, command))
     console.print(f"{command.routing_key} for campaign {campaign_id} published")
+
+
+@campaign_app.command("list")
+def campaign_list(
+    limit: Annotated[int, typer.Option(min=1, help="The newest this many campaigns.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Campaigns, newest first: status and progress (items done of all, by status)."""
+    listed = _run(_with_pool(Settings(), lambda pool: campaigns.list_campaigns(pool, limit)))
+    if as_json:
+        console.print_json(json.dumps(listed))
+        return
+    table = Table(title="campaigns")
+    table.add_column("id", justify="right")
+    table.add_column("name")
+    table.add_column("status")
+    for column in ("items", "done", "sent", "failed", "open"):
+        table.add_column(column, justify="right")
+    for campaign in listed:
+        counts = campaign["counts"]
+        table.add_row(
+            str(campaign["id"]),
+            escape(campaign["name"]),
+            campaign["status"],
+            str(campaign["items"]),
+            str(campaign["done"]),
+            str(counts.get("sent", 0)),
+            str(counts.get("failed", 0)),
+            str(campaign["open"]),
+        )
+    console.print(table)
 
 
 @campaign_app.command("pause")
@@ -286,9 +351,7 @@ def campaign_cancel(campaign_id: int) -> None:
 
 
 @campaign_app.command("status")
-def campaign_status(
-    campaign_id: int, as_json: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+def campaign_status(campaign_id: int, as_json: JsonFlag = False) -> None:
     """A campaign's state and its items by status."""
     status = _run(_with_pool(Settings(), lambda pool: campaigns.campaign_status(pool, campaign_id)))
     if status is None:
@@ -318,7 +381,7 @@ def campaign_archive(
             "--force", help="Archive items still in flight as they are (their results are lost)."
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Move a finished campaign's items to the archive: its counts stay, late bounces still
     match, and campaign_items holds only today's items. Safe to interrupt and run again."""
@@ -414,7 +477,7 @@ def settings_show(
     group: Annotated[
         str | None, typer.Argument(help="smtp, marketing or bounce; all if omitted.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show the settings (passwords are never shown: "********" when one is set)."""
     answer = _admin_request("GET", f"/settings/{group}" if group else "/settings")
@@ -457,7 +520,7 @@ def settings_set(
     actor: Annotated[
         str | None, typer.Option(help="Who makes the change (recorded; default 'admin').")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Change some settings of a group; the others keep their value."""
     current = _admin_request("GET", f"/settings/{group}")["settings"]
@@ -491,14 +554,16 @@ def _action(path: str, body: Any, as_json: bool) -> None:
 @settings_app.command("test-smtp")
 def settings_test_smtp(
     address: Annotated[str, typer.Argument(help="Where the test email goes.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Send a test email through the global SMTP account (exit 1 when it fails)."""
     _action("/actions/test-smtp", {"to": address}, as_json)
 
 
 @settings_app.command("test-imap")
-def settings_test_imap(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def settings_test_imap(
+    as_json: JsonFlag = False,
+) -> None:
     """Log in to the bounce mailbox and select its folder (exit 1 when it fails)."""
     _action("/actions/test-imap", None, as_json)
 
@@ -580,7 +645,7 @@ def bench(
         typer.Option(help="Messages of the bare aiosmtplib loop (default min(N, 20,000))."),
     ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the run's database and logs.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """A campaign end to end on this machine, with its own database and queues: generation,
     throughput, latency, CPU and memory per service, import rate, the bare SMTP ceiling."""
@@ -622,10 +687,24 @@ def demo(
 
 
 def main() -> None:
+    if sys.argv[1:2] != ["run"]:
+        # a command says in one line that the broker cannot be reached; aiormq would log it too
+        logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        setting = unreachable_setting(error)
+        if setting is None:
+            raise
+        try:
+            settings = Settings()
+            url = settings.database_url if setting == DATABASE else settings.rabbitmq_url
+        except ValidationError:
+            url = "?"
+        errors.print(f"[red]error:[/red] {escape(describe(error, setting, url))}", soft_wrap=True)
+        sys.exit(1)
     except ValidationError as error:  # the deployment settings (environment) are wrong
         if error.title != Settings.__name__:
             raise

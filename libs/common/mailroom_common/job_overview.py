@@ -42,8 +42,8 @@ class JobStatus(BaseModel):
     title: str = Field(description="The job as the original product names it.")
     service: str
     state: JobState = Field(
-        description="down: no replica seen for 30 s; idle: alive, no run for 5 minutes (or"
-        " never: nothing to do); up: alive and running."
+        description="down: no replica seen for 30 s (or every one stopped); idle: alive, no"
+        " run for 5 minutes (or never: nothing to do); up: alive and running."
     )
     replicas: int = Field(description="Instances (host:pid) seen in the last 30 s.")
     instances: list[str] = Field(description="Those instances.")
@@ -107,6 +107,10 @@ class Heartbeat:
     last_success: datetime | None
     last_error: str | None
     last_error_at: datetime | None
+    stopped_at: datetime | None
+
+    def live(self, now: datetime) -> bool:
+        return self.stopped_at is None and self.last_seen > now - LIVE
 
 
 def _latest(values: list[datetime | None]) -> datetime | None:
@@ -117,7 +121,7 @@ def _latest(values: list[datetime | None]) -> datetime | None:
 def job_status(
     job: Job, heartbeats: list[Heartbeat], now: datetime, queues: list[QueueFigures]
 ) -> JobStatus:
-    live = sorted(h.instance for h in heartbeats if h.last_seen > now - LIVE)
+    live = sorted(h.instance for h in heartbeats if h.live(now))
     last_run = _latest([h.last_run for h in heartbeats])
     errors = [h for h in heartbeats if h.last_error_at is not None]
     last_error = max(errors, key=lambda h: h.last_error_at or now) if errors else None
@@ -157,7 +161,7 @@ async def read_overview(
         Heartbeat(**dict(row))
         for row in await pool.fetch(
             "SELECT job, instance, service, last_seen, last_run, last_success, last_error,"
-            " last_error_at FROM job_heartbeats"
+            " last_error_at, stopped_at FROM job_heartbeats"
         )
     ]
     names = [n for job in JOBS for n in job.queue_names(topology)]
@@ -227,7 +231,7 @@ async def run_request(pool: Pool, name: str) -> JobRunRequest:
     if job.run_now is None:
         raise JobRunRefused(not_runnable_reason(job))
     replicas: int = await pool.fetchval(
-        "SELECT count(*) FROM job_heartbeats WHERE job = $1"
+        "SELECT count(*) FROM job_heartbeats WHERE job = $1 AND stopped_at IS NULL"
         " AND last_seen > now() - make_interval(secs => $2)",
         name,
         LIVE_SECONDS,

@@ -4,7 +4,8 @@ process records about the jobs it runs.
 A job "runs" when its periodic task runs or its consumer handles a message. Each process
 keeps the times of its runs in memory (`JobActivity`: a few assignments per run) and writes
 one row per job to `job_heartbeats` every HEARTBEAT_SECONDS (`Heartbeats`), whatever the
-traffic. A job none of whose instances was seen for LIVE_SECONDS is down.
+traffic. A job none of whose instances was seen for LIVE_SECONDS is down; a process that
+stops writes a last heartbeat with `stopped_at`, so its jobs show as down at once.
 """
 
 from __future__ import annotations
@@ -185,12 +186,13 @@ def _moment(seconds: float | None) -> datetime | None:
 
 UPSERT = """
 INSERT INTO job_heartbeats
-    (job, instance, service, last_seen, last_run, last_success, last_error, last_error_at)
-VALUES ($1, $2, $3, now(), $4, $5, $6, $7)
+    (job, instance, service, last_seen, last_run, last_success, last_error, last_error_at,
+     stopped_at)
+VALUES ($1, $2, $3, now(), $4, $5, $6, $7, CASE WHEN $8 THEN now() END)
 ON CONFLICT (job, instance) DO UPDATE SET
     service = excluded.service, last_seen = excluded.last_seen, last_run = excluded.last_run,
     last_success = excluded.last_success, last_error = excluded.last_error,
-    last_error_at = excluded.last_error_at
+    last_error_at = excluded.last_error_at, stopped_at = excluded.stopped_at
 """
 
 
@@ -211,7 +213,7 @@ class Heartbeats:
         self.jobs = jobs
         self.interval_seconds = interval_seconds
 
-    async def beat(self) -> None:
+    async def beat(self, *, stopped: bool = False) -> None:
         rows = []
         for job in self.jobs:
             state = self.activity.state(job.name)
@@ -224,6 +226,7 @@ class Heartbeats:
                     _moment(state.last_success),
                     state.last_error,
                     _moment(state.last_error_at),
+                    stopped,
                 )
             )
         async with self.pool.acquire() as conn:
@@ -241,11 +244,12 @@ class Heartbeats:
         with contextlib.suppress(Exception):
             await self.forget_gone_instances()
         while True:
+            stopped = stopping.is_set()
             try:
-                await self.beat()
+                await self.beat(stopped=stopped)
             except Exception as error:
                 log.warning("could not record the jobs' heartbeat: %r", error)
-            if stopping.is_set():
+            if stopped:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self.interval_seconds)
