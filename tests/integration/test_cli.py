@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.cli import run_mailroom
 from tests.support.environment import Installation
-from tests.support.seed import add_contacts, use_smtp_server
+from tests.support.seed import add_contacts, make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -190,3 +190,66 @@ async def test_campaign_create_launch_watch_status(
         f"error: campaign {campaign_id} is completed: only a draft can be launched"
     )
     assert len(smtp_server.handler.received) == 25
+
+
+async def test_campaign_list_version_and_what_is_refused_before_anything_is_published(
+    installation: Installation,
+) -> None:
+    pool = _pool(installation)
+    audience = await make_audience(pool, 4)
+    first = await make_campaign(pool, audience, name="First")
+    second = await make_campaign(pool, audience, name="Second [draft]")
+    contact_id = await pool.fetchval("SELECT min(id) FROM contacts")
+    await pool.executemany(
+        "INSERT INTO campaign_items (campaign_id, contact_id, email, status)"
+        " VALUES ($1, $2, $3, $4)",
+        [
+            (first, contact_id, f"{n}@example.com", status)
+            for n, status in enumerate(("sent", "sent", "failed", "pending"))
+        ],
+    )
+
+    result = await run_mailroom(installation.env, "campaign", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [c["id"] for c in listed] == [second, first]  # newest first
+    assert listed[1]["name"] == "First" and listed[1]["status"] == "draft"
+    assert listed[1]["counts"] == {"sent": 2, "failed": 1, "pending": 1}
+    assert (listed[1]["items"], listed[1]["done"], listed[1]["open"]) == (4, 3, 1)
+    assert (listed[0]["items"], listed[0]["counts"]) == (0, {})
+    table = await run_mailroom(installation.env, "campaign", "list")
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if "First" in line)
+    assert re.findall(r"\d+", row) == [str(first), "4", "3", "2", "1", "1"]
+    assert "Second [draft]" in table.stdout  # a name is shown as written
+
+    version = await run_mailroom(installation.env, "--version")
+    assert version.returncode == 0 and re.fullmatch(r"mailroom \d+\.\d+\.\d+\n", version.stdout)
+    assert "--json" in (await run_mailroom(installation.env, "campaign", "list", "--help")).stdout
+    assert "Print JSON" in (await run_mailroom(installation.env, "jobs", "--help")).stdout
+
+    # an unknown campaign: exit 1, nothing published (no broker is even needed)
+    unreachable_broker = {**installation.env, "MAILROOM_RABBITMQ_URL": "amqp://127.0.0.1:1/"}
+    for command in ("pause", "resume", "cancel", "launch"):
+        result = await run_mailroom(unreachable_broker, "campaign", command, "999999")
+        assert result.returncode == 1, (command, result)
+        assert _one_line(result.stderr) == "error: no campaign 999999: nothing was published"
+
+    # an unreachable server: one line naming its setting, no traceback, no password
+    result = await run_mailroom(unreachable_broker, "campaign", "pause", str(first))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: cannot reach the broker at amqp://127.0.0.1:1/ (MAILROOM_RABBITMQ_URL):"
+        " [Errno 111] Connect call failed ('127.0.0.1', 1)"
+    ]
+    no_database = {
+        **installation.env,
+        "MAILROOM_DATABASE_URL": "postgresql://postgres:secret@127.0.0.1:1/mailroom",
+    }
+    for words in (["campaign", "list"], ["jobs"], ["campaign", "status", "1"]):
+        result = await run_mailroom(no_database, *words)
+        assert result.returncode == 1, (words, result)
+        assert result.stderr.splitlines() == [
+            "error: cannot reach the database at postgresql://postgres:***@127.0.0.1:1/mailroom"
+            " (MAILROOM_DATABASE_URL): [Errno 111] Connect call failed ('127.0.0.1', 1)"
+        ], words

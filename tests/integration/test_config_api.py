@@ -15,6 +15,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from mailroom_common.runtime_settings import SettingsStore, SmtpAccount
 
+from tests.support.cli import run_mailroom
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.ports import free_port
 from tests.support.smtp import SmtpServer
@@ -87,6 +88,8 @@ async def test_every_call_needs_the_admin_token(config: tuple[Installation, str]
         ("GET", "/settings/smtp/history", None),
         ("POST", "/actions/test-smtp", {"to": "admin@example.com"}),
         ("POST", "/actions/test-imap", None),
+        ("GET", "/admin/jobs", None),
+        ("POST", "/admin/jobs/mark-campaigns-completed/run", None),
     ]
     wrong = [
         {},
@@ -434,3 +437,48 @@ async def test_test_imap_reports_an_unreachable_mailbox(config: tuple[Installati
         await client.put("/settings/bounce", json={"host": "no-such-host.invalid"})
         result = (await client.post("/actions/test-imap")).json()
         assert result["ok"] is False and "cannot resolve host" in result["reply"]
+
+
+async def test_the_job_manager_answers_as_mailroom_jobs_does(
+    config: tuple[Installation, str],
+) -> None:
+    install, base = config
+    async with admin(base) as client:
+        answer = await client.get("/admin/jobs")
+        assert answer.status_code == 200, answer.text
+        overview = answer.json()
+        # the config service runs none of the six jobs: each is down, its queue declared
+        assert [job["job"] for job in overview["jobs"]] == [
+            "generate-campaign-items",
+            "process-campaign-messages",
+            "process-outbound-email",
+            "mark-campaigns-completed",
+            "process-autoresponder-messages",
+            "process-bounce-email",
+        ]
+        assert {job["state"] for job in overview["jobs"]} == {"down"}
+        assert overview["broker_problem"] is None
+        generator = overview["jobs"][0]
+        assert generator["queues"] == [
+            {
+                "queue": f"{install.settings.queue_prefix}.item_generator.commands",
+                "messages": 0,
+                "consumers": 0,
+                "dead_letters": 0,
+                "dead_letter_queue": f"{install.settings.queue_prefix}.item_generator.commands.dlq",
+            }
+        ]
+
+        unknown = await client.post("/admin/jobs/no-such-job/run")
+        assert unknown.status_code == 404 and "no job 'no-such-job'" in unknown.json()["detail"]
+        nothing = await client.post("/admin/jobs/process-campaign-messages/run")
+        assert nothing.status_code == 409 and "has no sweep" in nothing.json()["detail"]
+        down = await client.post("/admin/jobs/mark-campaigns-completed/run")
+        assert down.status_code == 409 and "is down" in down.json()["detail"]
+
+    # the same JSON as `mailroom jobs --json` (but for the moment each was read)
+    result = await run_mailroom(install.env, "jobs", "--json")
+    assert result.returncode == 0, result.stderr
+    from_cli = json.loads(result.stdout)
+    assert from_cli.keys() == overview.keys()
+    assert from_cli["jobs"] == overview["jobs"]

@@ -1,0 +1,128 @@
+"""`mailroom dlq` against real services: a launch dead-lettered for a cause that is then fixed
+is replayed, and the campaign completes; replaying again changes nothing; purge empties."""
+
+from __future__ import annotations
+
+import json
+
+import aio_pika
+import pytest
+from mailroom_common.events import CampaignLaunch
+
+from mailroom.campaigns import send_command
+from tests.support.cli import run_mailroom
+from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from tests.support.scenario import campaign_reaches, pool_of
+from tests.support.seed import make_audience, make_campaign, use_smtp_server
+from tests.support.smtp import SmtpServer
+
+pytestmark = pytest.mark.integration
+
+CAMPAIGN_ID = 4242
+RECIPIENTS = 30
+
+
+async def depth(queue: str) -> int:
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+async def test_a_dead_lettered_launch_is_replayed_once_its_cause_is_fixed(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = pool_of(installation)
+    prefix = installation.settings.queue_prefix
+    dlq = f"{prefix}.item_generator.commands.dlq"
+    audience = await make_audience(pool, RECIPIENTS)
+    await use_smtp_server(pool, smtp_server.port)
+    installation.start_services()
+
+    # the CRM launches a campaign Mailroom does not know yet: dead-lettered
+    await send_command(installation.settings, CampaignLaunch(campaign_id=CAMPAIGN_ID))
+
+    async def dead_lettered() -> bool:
+        return await depth(dlq) == 1
+
+    await wait_for(dead_lettered, 30, "the launch to be dead-lettered")
+
+    listed = await run_mailroom(installation.env, "dlq", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    depths = {q["queue"]: q["messages"] for q in json.loads(listed.stdout)}
+    assert depths[dlq] == 1
+    assert depths[f"{prefix}.completion.events.dlq"] == 0
+
+    shown = await run_mailroom(
+        installation.env, "dlq", "show", "item_generator.commands.dlq", "--json"
+    )
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert document["queue"] == dlq and document["messages"] == 1
+    [letter] = document["shown"]
+    assert str(CAMPAIGN_ID) in letter["reason"] and "campaign" in letter["reason"]
+    assert letter["tries"] == 1
+    assert 0 <= letter["age_seconds"] < 60
+    assert letter["origin"] == {"exchange": f"{prefix}.commands", "routing_key": "campaign.launch"}
+    assert letter["message_type"] == "campaign.launch"
+    assert await depth(dlq) == 1  # showing removes nothing
+
+    # the cause is fixed: the campaign now exists, with that id
+    await pool.execute(
+        "SELECT setval(pg_get_serial_sequence('campaigns', 'id'), $1)", CAMPAIGN_ID - 1
+    )
+    assert await make_campaign(pool, audience) == CAMPAIGN_ID
+
+    replayed = await run_mailroom(installation.env, "dlq", "replay", dlq, "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout) == {"queue": dlq, "replayed": 1, "kept": [], "left": 0}
+    final = await campaign_reaches(installation, CAMPAIGN_ID)
+    assert final["status"] == "completed", final
+    assert final["counts"] == {"sent": RECIPIENTS}
+    assert set(smtp_server.handler.recipients()) == audience.eligible
+    assert len(smtp_server.handler.received) == RECIPIENTS
+
+    # replaying again: nothing left, nothing sent twice
+    again = await run_mailroom(installation.env, "dlq", "replay", dlq)
+    assert again.returncode == 0, again.stderr
+    assert "replayed 0 message(s)" in again.stdout
+    assert len(smtp_server.handler.received) == RECIPIENTS
+
+
+async def test_purge_asks_first_and_unknown_queues_are_refused(
+    installation: Installation,
+) -> None:
+    prefix = installation.settings.queue_prefix
+    dlq = f"{prefix}.item_generator.commands.dlq"
+    installation.start_services("item_generator", log_name="generator")
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        commands = await channel.get_exchange(f"{prefix}.commands")
+        for body in (b"not json", b"{}"):
+            await commands.publish(
+                aio_pika.Message(body, content_type="application/json"),
+                routing_key="campaign.launch",
+            )
+
+    async def dead_lettered() -> bool:
+        return await depth(dlq) == 2
+
+    await wait_for(dead_lettered, 30, "both commands to be dead-lettered")
+    shown = await run_mailroom(installation.env, "dlq", "show", dlq, "--limit", "1", "--json")
+    document = json.loads(shown.stdout)
+    assert document["messages"] == 2 and len(document["shown"]) == 1
+    assert document["shown"][0]["reason"].startswith("invalid campaign.launch message: not JSON")
+
+    refused = await run_mailroom(installation.env, "dlq", "purge", dlq)  # no answer: aborted
+    assert refused.returncode == 1 and await depth(dlq) == 2
+    purged = await run_mailroom(installation.env, "dlq", "purge", dlq, "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert f"purged 2 message(s) from {dlq}" in " ".join(purged.stdout.split())
+    assert await depth(dlq) == 0
+
+    unknown = await run_mailroom(
+        installation.env, "dlq", "show", f"{prefix}.item_generator.commands"
+    )
+    assert unknown.returncode == 2 and "no dead-letter queue" in unknown.stderr
