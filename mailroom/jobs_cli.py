@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, TypeVar
 
+import asyncpg
 import typer
 from asyncpg.pool import Pool
 from mailroom_common.broker import Topology, make_broker, publish_event
@@ -47,7 +48,13 @@ def _with_pool(settings: Settings, work: Callable[[Pool], Awaitable[T]]) -> T:
         finally:
             await pool.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except asyncpg.UndefinedTableError:
+        errors.print(
+            "[red]error:[/red] the database has no job_heartbeats table yet: run `mailroom migrate`"
+        )
+        raise typer.Exit(code=1) from None
 
 
 def ago(moment: datetime | None, now: datetime) -> str:
