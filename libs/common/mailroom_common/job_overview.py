@@ -144,7 +144,7 @@ def job_status(
         last_success=_latest([h.last_success for h in heartbeats]),
         last_error=last_error.last_error if last_error else None,
         last_error_at=last_error.last_error_at if last_error else None,
-        runnable=job.run_now is not None,
+        runnable=job.on_demand is not None,
         queue_depth=_sum([q.messages for q in queues]),
         consumers=_sum([q.consumers for q in queues]),
         dead_letters=_sum([q.dead_letters for q in queues]),
@@ -228,7 +228,7 @@ async def run_request(pool: Pool, name: str) -> JobRunRequest:
         raise JobRunRefused(
             f"no job {name!r}; the jobs: {', '.join(j.name for j in JOBS)}", unknown=True
         )
-    if job.run_now is None:
+    if job.on_demand is None:
         raise JobRunRefused(not_runnable_reason(job))
     replicas: int = await pool.fetchval(
         "SELECT count(*) FROM job_heartbeats WHERE job = $1 AND stopped_at IS NULL"
@@ -241,4 +241,4 @@ async def run_request(pool: Pool, name: str) -> JobRunRequest:
             f"{name} is down (no replica of {job.service} seen for {LIVE_SECONDS:g} s):"
             " nothing would hear the request"
         )
-    return JobRunRequest(job=name, replicas=replicas, does=job.run_now)
+    return JobRunRequest(job=name, replicas=replicas, does=job.on_demand)

@@ -46,7 +46,7 @@ class Job:
     # the work queues it consumes (properties of Topology)
     queues: tuple[str, ...]
     # what `mailroom jobs run` does; None: its work only arrives as messages
-    run_now: str | None
+    on_demand: str | None
 
     def queue_names(self, topology: Topology) -> list[str]:
         return [getattr(topology, queue).name for queue in self.queues]
