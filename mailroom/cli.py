@@ -125,6 +125,8 @@ def run(
 
         uvloop.run(process.run_until_signalled())
     except OSError as error:
+        if unreachable_setting(error) is not None:
+            raise  # main() names the setting of the server that cannot be reached
         raise _fail(f"cannot start: {error}") from error
 
 
@@ -194,6 +196,8 @@ def contacts_import(
     except asyncpg.PostgresError as error:
         raise _fail(f"the database refused the import, nothing was imported: {error}") from error
     except OSError as error:  # the file cannot be read, or the database cannot be reached
+        if unreachable_setting(error) is not None:
+            raise  # main() names the setting of the server that cannot be reached
         raise _fail(f"cannot import {file}: {error}") from error
     if as_json:
         console.print_json(json.dumps(report.__dict__))
