@@ -299,9 +299,11 @@ async def replay(
                     mandatory=True,
                     timeout=BROKER_SECONDS,
                 )
-            except Exception as error:
+            except Exception as error:  # unroutable, refused, or the channel closed
                 report.kept.append((_what(message), f"not published: {error!r}"))
-                break  # the publishing channel may be closed: the rest stay for a next run
+                if publishing.is_closed:
+                    break  # the rest stay for a next run
+                continue
             if not isinstance(confirmed, spec.Basic.Ack):
                 report.kept.append((_what(message), f"the broker answered {confirmed!r}"))
                 continue

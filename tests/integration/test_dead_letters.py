@@ -30,6 +30,10 @@ async def depth(queue: str) -> int:
         return int(declared.declaration_result.message_count or 0)
 
 
+async def _depth_is(queue: str, wanted: int) -> bool:
+    return await depth(queue) == wanted
+
+
 async def test_a_dead_lettered_launch_is_replayed_once_its_cause_is_fixed(
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
@@ -115,11 +119,37 @@ async def test_purge_asks_first_and_unknown_queues_are_refused(
     assert document["messages"] == 2 and len(document["shown"]) == 1
     assert document["shown"][0]["reason"].startswith("invalid campaign.launch message: not JSON")
 
+    # two more dead letters, one that came nobody knows how, one whose way leads nowhere
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        dlx = await channel.get_exchange(f"{prefix}.dlx")
+        nowhere = {
+            "x-mailroom-original-exchange": f"{prefix}.commands",
+            "x-mailroom-original-routing-key": "nobody.listens",
+        }
+        for headers in ({}, nowhere):
+            await dlx.publish(
+                aio_pika.Message(b"{}", headers=headers),
+                routing_key=f"{prefix}.item_generator.commands",
+            )
+    await wait_for(lambda: _depth_is(dlq, 4), 10, "four dead letters")
+
+    # the two bad commands go back and are dead-lettered again (not replayed in a loop); the
+    # other two stay, and the command says why
+    replayed = await run_mailroom(installation.env, "dlq", "replay", dlq, "--json")
+    assert replayed.returncode == 1
+    report = json.loads(replayed.stdout)
+    assert report["replayed"] == 2
+    assert report["kept"][0]["why"] == "where it came from is not recorded"
+    assert "not published" in report["kept"][1]["why"]
+    await wait_for(lambda: _depth_is(dlq, 4), 10, "the replayed commands to come back")
+
     refused = await run_mailroom(installation.env, "dlq", "purge", dlq)  # no answer: aborted
-    assert refused.returncode == 1 and await depth(dlq) == 2
+    assert refused.returncode == 1 and await depth(dlq) == 4
     purged = await run_mailroom(installation.env, "dlq", "purge", dlq, "--yes")
     assert purged.returncode == 0, purged.stderr
-    assert f"purged 2 message(s) from {dlq}" in " ".join(purged.stdout.split())
+    assert f"purged 4 message(s) from {dlq}" in " ".join(purged.stdout.split())
     assert await depth(dlq) == 0
 
     unknown = await run_mailroom(
