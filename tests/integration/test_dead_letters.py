@@ -4,6 +4,7 @@ is replayed, and the campaign completes; replaying again changes nothing; purge 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aio_pika
 import pytest
@@ -124,11 +125,12 @@ async def test_purge_asks_first_and_unknown_queues_are_refused(
     async with connection:
         channel = await connection.channel()
         dlx = await channel.get_exchange(f"{prefix}.dlx")
-        nowhere = {
+        nowhere: dict[str, Any] = {
             "x-mailroom-original-exchange": f"{prefix}.commands",
             "x-mailroom-original-routing-key": "nobody.listens",
         }
-        for headers in ({}, nowhere):
+        unknown: dict[str, Any] = {}
+        for headers in (unknown, nowhere):
             await dlx.publish(
                 aio_pika.Message(b"{}", headers=headers),
                 routing_key=f"{prefix}.item_generator.commands",
