@@ -129,8 +129,8 @@ async def test_purge_asks_first_and_unknown_queues_are_refused(
             "x-mailroom-original-exchange": f"{prefix}.commands",
             "x-mailroom-original-routing-key": "nobody.listens",
         }
-        unknown: dict[str, Any] = {}
-        for headers in (unknown, nowhere):
+        no_origin: dict[str, Any] = {}
+        for headers in (no_origin, nowhere):
             await dlx.publish(
                 aio_pika.Message(b"{}", headers=headers),
                 routing_key=f"{prefix}.item_generator.commands",
