@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -270,10 +271,15 @@ def _what(message: AbstractIncomingMessage) -> str:
 
 
 async def replay(
-    connection: AbstractConnection, topology: Topology, queue: str, limit: int | None
+    connection: AbstractConnection,
+    topology: Topology,
+    queue: str,
+    limit: int | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
     """Publish up to `limit` dead letters (all of them when None) back where they came from,
-    each acknowledged in the DLQ only once its copy is confirmed."""
+    each acknowledged in the DLQ only once its copy is confirmed. `progress(done, wanted)`
+    is called after each message."""
     report = ReplayReport(queue)
     total = await _depth(connection, queue)
     wanted = total if limit is None else min(limit, total)
@@ -282,7 +288,9 @@ async def replay(
         connection.channel(publisher_confirms=True, on_return_raises=True) as publishing,
     ):
         dlq = await taking.declare_queue(queue, passive=True)
-        for _ in range(wanted):
+        for done in range(wanted):
+            if progress is not None:
+                progress(done, wanted)
             message = await dlq.get(no_ack=False, fail=False, timeout=BROKER_SECONDS)
             if message is None:
                 break

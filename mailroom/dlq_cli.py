@@ -14,6 +14,7 @@ from mailroom_common.broker import Topology
 from mailroom_common.settings import Settings
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mailroom import dead_letters
@@ -130,9 +131,25 @@ def replay(
     removing each from the DLQ once the broker has it. Safe to repeat. Exit 1 when some
     could not be replayed (they stay in the DLQ)."""
     name = _queue(queue)
-    report = _with_broker(
-        lambda connection, topology: dead_letters.replay(connection, topology, name, limit)
-    )
+    with Progress(
+        TextColumn(f"replaying {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("replay", total=None)
+        report = _with_broker(
+            lambda connection, topology: dead_letters.replay(
+                connection,
+                topology,
+                name,
+                limit,
+                progress=lambda done, wanted: bar.update(task, completed=done, total=wanted),
+            )
+        )
     if as_json:
         print(
             json.dumps(
