@@ -1,0 +1,158 @@
+"""A pause parks a campaign's work in PostgreSQL: the sender puts the rest of each batch back
+to pending and unpublishes its pages, settles the message and publishes nothing about the
+campaign while it is paused; the resume hands the pages over again and every email is sent
+exactly once. End to end through the real RabbitMQ, PostgreSQL and a slow SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import aio_pika
+import asyncpg
+import pytest
+from mailroom_common.broker import Topology
+from mailroom_common.events import CampaignLaunch, CampaignPause, CampaignResume
+
+from mailroom.campaigns import send_command
+from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from tests.support.faulty_smtp import FaultySmtpServer
+from tests.support.scenario import campaign_reaches, status_of
+from tests.support.seed import make_audience, make_campaign, use_smtp_server
+
+pytestmark = pytest.mark.integration
+
+RECIPIENTS = 1000
+QUIET_SECONDS = 30
+
+
+@pytest.fixture
+async def install() -> AsyncIterator[Installation]:
+    # pages of 100 and batches of 50: many pages and batches in flight when the pause comes
+    install = Installation(items_page_size=100, batch_size=50)
+    await install.setup()
+    try:
+        yield install
+    finally:
+        await install.teardown()
+
+
+class CampaignMessages:
+    """Every message published to the run's work and events exchanges, kept in a queue of
+    the test's own (bound with '#'), read back as the ones about one campaign."""
+
+    def __init__(self, queue: aio_pika.abc.AbstractQueue, campaign_id: int) -> None:
+        self.queue = queue
+        self.campaign_id = campaign_id
+
+    async def take(self) -> list[str]:
+        """The routing keys of the messages about the campaign published since the last
+        call."""
+        found: list[str] = []
+        while (message := await self.queue.get(fail=False, no_ack=True)) is not None:
+            body = json.loads(message.body)
+            if isinstance(body, dict) and body.get("campaign_id") == self.campaign_id:
+                found.append(message.routing_key or "")
+        return found
+
+
+def received_count(smtp: FaultySmtpServer) -> int:
+    with smtp.handler.lock:
+        return len(smtp.handler.received)
+
+
+async def smtp_received(smtp: FaultySmtpServer, at_least: int, limit: float = 60) -> None:
+    async def enough() -> bool:
+        return received_count(smtp) >= at_least
+
+    await wait_for(enough, limit, f"{at_least} messages received")
+
+
+async def _count(pool: asyncpg.Pool, campaign_id: int, *statuses: str) -> int:
+    n: int = await pool.fetchval(
+        "SELECT count(*) FROM campaign_items WHERE campaign_id = $1 AND status = ANY($2)",
+        campaign_id,
+        list(statuses),
+    )
+    return n
+
+
+async def _published_pages_with_pending_items(pool: asyncpg.Pool, campaign_id: int) -> int:
+    n: int = await pool.fetchval(
+        "SELECT count(*) FROM item_pages p WHERE p.campaign_id = $1"
+        " AND p.published_at IS NOT NULL AND EXISTS (SELECT 1 FROM campaign_items i"
+        "   WHERE i.campaign_id = $1 AND i.id BETWEEN p.first_item_id AND p.last_item_id"
+        "   AND i.status = 'pending')",
+        campaign_id,
+    )
+    return n
+
+
+async def test_a_paused_campaign_waits_in_the_database_and_publishes_nothing(
+    install: Installation,
+) -> None:
+    pool = install.pool
+    assert pool is not None
+    topology = Topology.from_settings(install.settings)
+    with FaultySmtpServer() as smtp:
+        smtp.faults.data_delay = 0.02  # about 100 emails a second through 2 connections
+        audience = await make_audience(pool, RECIPIENTS, tag="parked")
+        await use_smtp_server(pool, smtp.port, pool_size=2)
+        campaign_id = await make_campaign(pool, audience)
+        install.start_services()
+
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(exclusive=True)
+            for exchange in (topology.work.name, topology.events.name):
+                await queue.bind(exchange, routing_key="#")
+            messages = CampaignMessages(queue, campaign_id)
+
+            await send_command(install.settings, CampaignLaunch(campaign_id=campaign_id))
+            await smtp_received(smtp, 200)
+            await send_command(install.settings, CampaignPause(campaign_id=campaign_id))
+            await campaign_reaches(install, campaign_id, "paused", limit=30)
+
+            # settled: the batches that were queued or in flight reached the sender, which
+            # parked what it had not sent, and the message processor parked its pages
+            async def settled() -> bool:
+                return await _count(pool, campaign_id, "queued", "sending", "retry") == 0
+
+            await wait_for(settled, 60, "the paused campaign's work to be parked")
+            await asyncio.sleep(2)
+            before = await messages.take()
+            assert "outbound.batch" in before, "the counting queue saw the campaign's batches"
+            sent = received_count(smtp)
+            assert sent < RECIPIENTS, "the pause should have come before the end of the campaign"
+
+            await asyncio.sleep(QUIET_SECONDS)
+            while_paused = await messages.take()
+            print(
+                f"\npaused with {sent} of {RECIPIENTS} sent; messages about the campaign"
+                f" in {QUIET_SECONDS} s of pause: {len(while_paused)} {while_paused[:5]}"
+            )
+            assert while_paused == []
+            assert received_count(smtp) == sent
+
+            # the unsent items wait as pending, their pages unpublished for the sweep
+            status = await status_of(install, campaign_id)
+            assert status["status"] == "paused"
+            assert status["counts"] == {"sent": sent, "pending": RECIPIENTS - sent}, status
+            assert await _published_pages_with_pending_items(pool, campaign_id) == 0
+            assert "items parked" in install.log_text(), "the sender parked a batch's rest"
+
+            resumed_at = time.monotonic()
+            await send_command(install.settings, CampaignResume(campaign_id=campaign_id))
+            await smtp_received(smtp, sent + 1, limit=30)
+            print(f"sending again {time.monotonic() - resumed_at:.1f} s after the resume")
+            status = await campaign_reaches(install, campaign_id, limit=120)
+
+    assert status["status"] == "completed", status
+    assert status["counts"] == {"sent": RECIPIENTS}
+    recipients = smtp.handler.recipients()
+    assert set(recipients) == audience.eligible
+    assert max(recipients.values()) == 1
+    assert len(smtp.handler.message_ids()) == RECIPIENTS
