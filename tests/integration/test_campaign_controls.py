@@ -131,7 +131,7 @@ async def test_pause_stops_sending_and_resume_finishes_with_everyone_once(
     # the emails being sent when the pause arrived may still arrive (the in-flight window) ...
     await asyncio.sleep(1)
     after_pause = received_count(smtp_server)
-    # ... then nothing: held batches wait out the first retry tier (1 s) and are held again
+    # ... then nothing: the rest of every batch is parked in the database
     await asyncio.sleep(4)
     assert received_count(smtp_server) == after_pause
     print(f"\npaused with {after_pause} of 1,000 received")

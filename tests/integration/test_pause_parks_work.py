@@ -1,7 +1,8 @@
 """A pause parks a campaign's work in PostgreSQL: the sender puts the rest of each batch back
 to pending and unpublishes its pages, settles the message and publishes nothing about the
 campaign while it is paused; the resume hands the pages over again and every email is sent
-exactly once. End to end through the real RabbitMQ, PostgreSQL and a slow SMTP server."""
+exactly once. End to end through the real RabbitMQ, PostgreSQL and a slow SMTP server; then
+the sender alone, with the tries of an item rendered again after it was parked."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from collections.abc import AsyncIterator
 import aio_pika
 import asyncpg
 import pytest
-from mailroom_common.broker import Topology
+from mailroom_common.broker import PRIORITY_ROUTING_KEY, Topology
 from mailroom_common.events import CampaignLaunch, CampaignPause, CampaignResume
 
 from mailroom.campaigns import send_command
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.faulty_smtp import FaultySmtpServer
+from tests.support.outbound import outbound_email, sender_bench
 from tests.support.scenario import campaign_reaches, status_of
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
+from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +42,20 @@ async def install() -> AsyncIterator[Installation]:
         await install.teardown()
 
 
+def _work_routing_keys(topology: Topology) -> list[str]:
+    """Every routing key of the work exchange (a direct one: '#' would match nothing)."""
+    retries = [
+        topology.retry_routing_key(delay, priority)
+        for delay in topology.retry_delays_ms
+        for priority in (False, True)
+    ]
+    return ["items.page", "outbound.batch", PRIORITY_ROUTING_KEY, *retries]
+
+
 class CampaignMessages:
-    """Every message published to the run's work and events exchanges, kept in a queue of
-    the test's own (bound with '#'), read back as the ones about one campaign."""
+    """Every message published to the run's events exchange, to its work exchange (any
+    routing key) and dead-lettered, kept in a queue of the test's own, read back as the ones
+    about one campaign."""
 
     def __init__(self, queue: aio_pika.abc.AbstractQueue, campaign_id: int) -> None:
         self.queue = queue
@@ -107,8 +121,11 @@ async def test_a_paused_campaign_waits_in_the_database_and_publishes_nothing(
         async with connection:
             channel = await connection.channel()
             queue = await channel.declare_queue(exclusive=True)
-            for exchange in (topology.work.name, topology.events.name):
-                await queue.bind(exchange, routing_key="#")
+            await queue.bind(topology.events.name, routing_key="#")
+            for routing_key in _work_routing_keys(topology):
+                await queue.bind(topology.work.name, routing_key=routing_key)
+            for work_queue, _, _ in topology.bindings():  # and what is dead-lettered
+                await queue.bind(topology.dead_letters.name, routing_key=work_queue.name)
             messages = CampaignMessages(queue, campaign_id)
 
             await send_command(install.settings, CampaignLaunch(campaign_id=campaign_id))
@@ -156,3 +173,68 @@ async def test_a_paused_campaign_waits_in_the_database_and_publishes_nothing(
     assert set(recipients) == audience.eligible
     assert max(recipients.values()) == 1
     assert len(smtp.handler.message_ids()) == RECIPIENTS
+
+
+# -- the sender alone, in the test's process -----------------------------------------------
+
+
+async def test_a_paused_campaigns_batch_is_parked_and_settled_with_nothing_published(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    async with sender_bench(installation, smtp_server.port) as bench:
+        addresses = ["one@example.test", "two@example.test", "three@example.test"]
+        items = await bench.items(addresses[:2]) + await bench.items(addresses[2:], "retry")
+        page = await bench.pool.fetchval(
+            "INSERT INTO item_pages (campaign_id, item_count, first_item_id, last_item_id,"
+            " published_at) VALUES ($1, 3, $2, $3, now()) RETURNING id",
+            bench.campaign_id,
+            min(items),
+            max(items),
+        )
+        await bench.pool.execute(
+            "UPDATE campaigns SET paused_from = status, status = 'paused' WHERE id = $1",
+            bench.campaign_id,
+        )
+        batch = bench.batch([outbound_email(i, a) for i, a in zip(items, addresses, strict=True)])
+        await bench.sender.handle_batch(batch, redelivered=False)
+
+        rows = await bench.rows(items)
+        published_at = await bench.pool.fetchval(
+            "SELECT published_at FROM item_pages WHERE id = $1", page
+        )
+        assert {r["status"] for r in rows.values()} == {"pending"}
+        assert {r["attempts"] for r in rows.values()} == {0}
+        assert published_at is None, "the page is handed over again after the resume"
+        assert await bench.retry_messages() == []
+        assert await bench.published_results() == []
+    assert smtp_server.handler.received == []
+
+
+async def test_a_retry_counts_the_tries_the_database_knows(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    """An item parked after two tries is rendered again with attempt 0; its next temporary
+    failure goes to the third tier, and one parked after every tier gives up."""
+    smtp_server.handler.soft_fail = {"again@example.test", "done@example.test"}
+    async with sender_bench(installation, smtp_server.port) as bench:
+        again, done = await bench.items(["again@example.test", "done@example.test"], "pending")
+        await bench.pool.execute(
+            "UPDATE campaign_items SET attempts = CASE WHEN id = $1 THEN 2 ELSE $3 END"
+            " WHERE id = ANY(ARRAY[$1, $2]::bigint[])",
+            again,
+            done,
+            len(bench.topology.retry_delays_ms),
+        )
+        batch = bench.batch(
+            [outbound_email(again, "again@example.test"), outbound_email(done, "done@example.test")]
+        )
+        await bench.sender.handle_batch(batch, redelivered=False)
+
+        rows = await bench.rows([again, done])
+        retried = await bench.retry_messages()
+    assert (rows[again]["status"], rows[again]["attempts"]) == ("retry", 3)
+    assert [(e.item_id, e.attempt) for b in retried for e in b.emails] == [(again, 3)]
+    assert rows[done]["status"] == "failed"
+    assert rows[done]["smtp_reply"].startswith(
+        f"gave up after {len(bench.topology.retry_delays_ms) + 1} attempts"
+    )
