@@ -53,7 +53,7 @@ SELECT $1, a.contact_id, a.email FROM (
     WHERE m.list_id = ANY($2::bigint[]) AND m.status = 'subscribed'
       AND ($3::text IS NULL OR lower(c.email) > $3::text)
       AND c.email_valid
-      AND c.email ~ '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$'
+      AND mailroom_address_ok(c.email)
       AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(c.email))
     ORDER BY lower(c.email) COLLATE "C", c.id) a
 """
