@@ -24,8 +24,6 @@ from mailroom_common.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 15.0  # renewed with every page; a crashed holder blocks others this long
-
 # A lease of our own is free too: run_due runs one generation at a time, so ours was cut off
 # (a broker or database outage) and is taken up again at once, not when the lease expires.
 CLAIM_CAMPAIGN = """
@@ -117,9 +115,9 @@ SELECT p.id, p.campaign_id, array(
     WHERE p.first_item_id IS NULL AND i.page_id = p.id AND i.status = 'pending'
     ORDER BY 1) AS item_ids
 FROM item_pages p JOIN campaigns c ON c.id = p.campaign_id
-WHERE p.published_at IS NULL AND p.created_at < now() - interval '5 seconds'
+WHERE p.published_at IS NULL AND p.created_at < now() - make_interval(secs => $1)
   AND c.status IN ('generating', 'sending')
-ORDER BY p.id LIMIT 100
+ORDER BY p.id LIMIT $2
 """
 
 
@@ -147,7 +145,9 @@ class ItemGenerator:
         """Generate every campaign that is due and not being generated elsewhere."""
         while not self.runtime.stopping.is_set():
             campaign_id = await self.runtime.pool.fetchval(
-                CLAIM_CAMPAIGN, self.runtime.instance_id, LEASE_SECONDS
+                CLAIM_CAMPAIGN,
+                self.runtime.instance_id,
+                self.runtime.settings.generation_lease_seconds,
             )
             if campaign_id is None:
                 return
@@ -235,7 +235,7 @@ class ItemGenerator:
                 campaign_id,
                 before,
                 last,
-                LEASE_SECONDS,
+                self.runtime.settings.generation_lease_seconds,
             )
         log.info(
             "campaign %d: audience snapshot of %d items in %.1f s",
@@ -259,7 +259,8 @@ class ItemGenerator:
                 return "done"
             end = min(cursor + self.runtime.settings.items_page_size, last)
             item_ids: list[int] = list(await conn.fetchval(NEXT_PAGE, campaign_id, cursor, end))
-            page_id = await conn.fetchval(SAVE_PAGE, campaign_id, item_ids, end, LEASE_SECONDS)
+            lease = self.runtime.settings.generation_lease_seconds
+            page_id = await conn.fetchval(SAVE_PAGE, campaign_id, item_ids, end, lease)
         if not item_ids:
             return "more"
         ITEMS_GENERATED.inc(len(item_ids))
@@ -284,7 +285,10 @@ class ItemGenerator:
 
     async def republish_unpublished_pages(self) -> None:
         """Hand over pages whose publication was lost (a crash, a broker outage, a pause)."""
-        rows = await self.runtime.pool.fetch(UNPUBLISHED_PAGES)
+        settings = self.runtime.settings
+        rows = await self.runtime.pool.fetch(
+            UNPUBLISHED_PAGES, settings.republish_after_seconds, settings.republish_pages
+        )
         for row in rows:
             log.info("republishing page %d of campaign %d", row["id"], row["campaign_id"])
             await self._publish_page(row["campaign_id"], row["id"], list(row["item_ids"]))
