@@ -30,6 +30,7 @@ lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy libs services mailroom tests
+	.venv/bin/lint-imports --no-cache
 
 clean:
 	rm -rf .venv .venv-tools .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from asyncpg.pool import Pool
-from mailroom_autoresponder.content import compile_autoresponder
+from mailroom_autoresponder.public import compile_autoresponder
 from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
 from mailroom_common.events import Event
 from mailroom_common.rendering import TemplateProblem

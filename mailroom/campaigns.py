@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncpg.pool import Pool
-from mailroom_common.archive import item_counts
 from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
+from mailroom_common.campaign_counts import item_counts
 from mailroom_common.events import OPEN_STATUSES, Event
 from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
 from mailroom_common.runtime_settings import MarketingSettings, SettingsStore

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import sys
-import time
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -24,11 +23,12 @@ from mailroom_common.settings import Settings
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mailroom import campaigns
 from mailroom.autoresponder_cli import autoresponder_app
+from mailroom.campaign_watch import print_summary, watch_campaign
 from mailroom.contacts_import import ImportReport, import_contacts
 from mailroom.contacts_subscribe import subscribe_contact
 from mailroom.import_progress import ImportBars
@@ -53,7 +53,6 @@ app.add_typer(bounce_app, name="bounce")
 console = Console()
 errors = Console(stderr=True)
 T = TypeVar("T")
-FINAL_CAMPAIGN_STATUSES = ("completed", "failed", "cancelled")
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -357,61 +356,6 @@ def campaign_archive(
     )
 
 
-def watch_campaign(
-    settings: Settings, campaign_id: int, poll_seconds: float = 0.5
-) -> dict[str, Any]:
-    """A progress bar until the campaign ends; returns its final status (with `seconds`)."""
-
-    async def watch() -> dict[str, Any]:
-        pool = await create_pool(settings)
-        started = time.monotonic()
-        try:
-            with Progress(
-                TextColumn("[bold]campaign {task.fields[campaign]}[/bold] {task.fields[state]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            ) as progress:
-                task = progress.add_task("send", total=None, campaign=campaign_id, state="")
-                while True:
-                    status = await campaigns.campaign_status(pool, campaign_id)
-                    assert status is not None
-                    total = status["items"] if status["generation_done"] else None
-                    progress.update(
-                        task, completed=status["done"], total=total, state=status["status"]
-                    )
-                    if status["status"] in FINAL_CAMPAIGN_STATUSES:
-                        status["seconds"] = time.monotonic() - started
-                        return status
-                    await asyncio.sleep(poll_seconds)
-        finally:
-            await pool.close()
-
-    return _run(watch())
-
-
-def print_summary(status: dict[str, Any]) -> None:
-    counts = status["counts"]
-    seconds = status.get("seconds") or 0.0
-    sent = counts.get("sent", 0)
-    table = Table(title=f"campaign {status['id']} {status['status']}")
-    for column in ("sent", "failed", "suppressed", "skipped", "seconds", "messages/s"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        str(sent),
-        str(counts.get("failed", 0)),
-        str(counts.get("suppressed", 0)),
-        str(counts.get("skipped", 0)),
-        f"{seconds:.1f}",
-        f"{sent / seconds:.0f}" if seconds else "-",
-    )
-    console.print(table)
-    if status.get("failure_reason"):
-        console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
-
-
 # --- settings: a client of the config service's admin API --------------------------------
 
 
@@ -564,7 +508,7 @@ def settings_openapi(
     out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
 ) -> None:
     """The OpenAPI document of the admin API (docs/openapi-config.json)."""
-    from mailroom_config.api import openapi_document
+    from mailroom_config.public import openapi_document
 
     document = openapi_document()
     if out is None:
@@ -580,7 +524,7 @@ def bounce_parse(
 ) -> None:
     """Classify messages as the bounce processor does: one JSON object per line (item_id from
     the VERP address or Message-ID, verified with MAILROOM_SIGNING_KEY)."""
-    from mailroom_bounce_processor.matching import describe
+    from mailroom_bounce_processor.public import describe
     from mailroom_common.signing import Signer
 
     settings = Settings()

@@ -30,7 +30,7 @@ from mailroom_common.settings import Settings
 from rich.console import Console
 
 from mailroom import campaigns, smtp_sink
-from mailroom.cli import print_summary, watch_campaign
+from mailroom.campaign_watch import print_summary, watch_campaign
 from mailroom.contacts_import import import_contacts
 from mailroom.local_processes import free_port, peak_rss_mib
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     def parse_bounce(raw: bytes) -> _Report: ...
 
 else:
-    from mailroom_common.bounces import parse_bounce
+    from mailroom_bounce_processor.parser import parse_bounce
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "bounces"

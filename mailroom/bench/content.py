@@ -12,7 +12,7 @@ from mailroom_common.outbound import render_outbound
 from mailroom_common.runtime_settings import MarketingSettings
 from mailroom_common.settings import Settings
 from mailroom_common.signing import Signer
-from mailroom_message_processor.campaign_content import compile_campaign
+from mailroom_message_processor.public import compile_campaign
 
 from mailroom.campaigns import NewCampaign
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aio_pika.exceptions import AMQPError
+from mailroom_common.campaign_lifecycle import FINAL_STATUSES
 from mailroom_common.db import create_pool
 from mailroom_common.events import CampaignLaunch
 from mailroom_common.rendering.benchmark import measure
@@ -35,7 +36,6 @@ from mailroom.demo import check_services
 from mailroom.local_processes import cpu_seconds, free_port
 from mailroom.smtp_sink import sink_name, start_smtp_sink
 
-FINAL = ("completed", "failed", "cancelled")
 SAMPLE_MESSAGES = 50  # distinct rendered messages the bare loop takes in turn
 STATS_FLUSH_SECONDS = 1.5  # PostgreSQL publishes a backend's counters at most once a second
 
@@ -130,7 +130,7 @@ async def _watch(
                 state = await watcher.status(campaign_id)
                 sent = int(services.counter("mailroom_deliveries_total", status="sent"))
                 progress.update(task, state=state, sent=sent)
-                if state in FINAL:
+                if state in FINAL_STATUSES:
                     return watcher.transactions
                 _check_alive(services)
                 await asyncio.sleep(1)

@@ -17,8 +17,9 @@ import asyncpg
 import httpx
 import pytest
 from mailroom_bounce_processor.processor import BounceProcessor
-from mailroom_common.archive import ArchiveRefused, archive_campaign, item_counts
+from mailroom_common.archive import ArchiveRefused, archive_campaign
 from mailroom_common.broker import make_broker
+from mailroom_common.campaign_counts import item_counts
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import BounceMailbox
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
+from mailroom_common.campaign_lifecycle import FINAL_STATUSES
 from mailroom_common.events import CampaignLaunch, SettingsChanged
 from mailroom_common.runtime_settings import SettingsStore
 from pydantic import BaseModel
@@ -15,8 +16,6 @@ from mailroom.campaigns import campaign_status, send_command
 from tests.support.environment import Installation, wait_for
 from tests.support.seed import Audience, make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
-
-FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 def pool_of(install: Installation) -> asyncpg.Pool:

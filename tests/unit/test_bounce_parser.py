@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from mailroom_common.bounces import BounceReport, parse_bounce
+from mailroom_bounce_processor.parser import BounceReport, parse_bounce
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "corpora" / "bounces"

@@ -18,19 +18,9 @@ from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
 
+from mailroom_common.campaign_counts import item_counts
+from mailroom_common.campaign_lifecycle import FINAL_STATUSES
 from mailroom_common.events import OPEN_STATUSES
-
-FINISHED_STATUSES = ("completed", "cancelled", "failed")
-
-# A campaign's items by status: those moved to archived_items plus those still in place.
-ITEM_COUNTS = """
-SELECT status, sum(n)::bigint AS n FROM (
-    SELECT status, count(*) AS n FROM campaign_items WHERE campaign_id = $1 GROUP BY status
-    UNION ALL
-    SELECT e.key, e.value::bigint FROM campaigns c, jsonb_each_text(c.archived_counts) e
-    WHERE c.id = $1
-) t GROUP BY status
-"""
 
 # One chunk, in address order over campaign_items_one_per_address (campaign_id, lower(email)):
 # each chunk reads only its own rows. {after} is empty for the first chunk. `= ANY(ARRAY(...))`
@@ -104,12 +94,6 @@ class ArchiveResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-async def item_counts(conn: Pool | PoolConnectionProxy, campaign_id: int) -> dict[str, int]:
-    """A campaign's items by status, archived or not."""
-    rows = await conn.fetch(ITEM_COUNTS, campaign_id)
-    return {row["status"]: int(row["n"]) for row in rows if row["n"]}
-
-
 async def _lock_archivable(conn: PoolConnectionProxy, campaign_id: int, force: bool) -> bool:
     """Lock the campaign row; False when it is archived already, ArchiveRefused when it
     cannot be."""
@@ -120,21 +104,17 @@ async def _lock_archivable(conn: PoolConnectionProxy, campaign_id: int, force: b
         raise ArchiveRefused(f"no campaign {campaign_id}")
     if row["archived_at"] is not None:
         return False
-    if row["status"] not in FINISHED_STATUSES:
+    if row["status"] not in FINAL_STATUSES:
         raise ArchiveRefused(
             f"campaign {campaign_id} is {row['status']}: only a completed, cancelled or failed"
             f" campaign can be archived (wait for it to end, or cancel it first:"
             f" mailroom campaign cancel {campaign_id})"
         )
     if not force:
-        open_items = await conn.fetch(
-            "SELECT status, count(*) AS n FROM campaign_items"
-            " WHERE campaign_id = $1 AND status = ANY($2::text[]) GROUP BY status",
-            campaign_id,
-            list(OPEN_STATUSES),
-        )
+        counts = await item_counts(conn, campaign_id)
+        open_items = {status: counts[status] for status in OPEN_STATUSES if counts.get(status)}
         if open_items:
-            found = ", ".join(f"{r['n']} {r['status']}" for r in open_items)
+            found = ", ".join(f"{n} {status}" for status, n in open_items.items())
             raise ArchiveRefused(
                 f"campaign {campaign_id} still has items in flight ({found}): their results"
                 " are on their way; archive it in a few minutes, or with --force to archive"
@@ -192,7 +172,7 @@ async def due_for_archive(pool: Pool, after_days: int, limit: int = 10) -> list[
         "SELECT id FROM campaigns WHERE status = ANY($1::text[]) AND archived_at IS NULL"
         " AND completed_at < now() - make_interval(days => $2) ORDER BY completed_at, id"
         " LIMIT $3",
-        list(FINISHED_STATUSES),
+        list(FINAL_STATUSES),
         after_days,
         limit,
     )

@@ -219,7 +219,9 @@ def make_broker(settings: Settings) -> RabbitBroker:
         # every subscriber of this broker gets the raw bytes (see raw_body)
         decoder=raw_body,
         # publisher confirms are on by default; an unroutable message is an error, not silence
-        default_channel=Channel(publisher_confirms=True, on_return_raises=True, prefetch_count=8),
+        default_channel=Channel(
+            publisher_confirms=True, on_return_raises=True, prefetch_count=settings.prefetch
+        ),
         graceful_timeout=settings.graceful_timeout_seconds,
         logger=None,
     )

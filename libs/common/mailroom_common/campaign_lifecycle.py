@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from asyncpg.pool import Pool, PoolConnectionProxy
 
-from mailroom_common.archive import item_counts
+from mailroom_common.campaign_counts import item_counts
 from mailroom_common.events import (
     CampaignCompleted,
     CampaignGenerated,
     CampaignPaused,
     CampaignResumed,
+    Event,
 )
 from mailroom_common.metrics import CAMPAIGNS_COMPLETED
-from mailroom_common.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,36 @@ CANCELLABLE_STATUSES: tuple[CampaignStatus, ...] = (
 )
 
 Connection = Pool | PoolConnectionProxy
+
+# The transitions PostgreSQL allows (migration 0007), besides paused -> paused_from.
+TRANSITIONS: frozenset[tuple[CampaignStatus, CampaignStatus]] = frozenset(
+    {
+        ("draft", "scheduled"),
+        ("draft", "generating"),
+        ("draft", "cancelled"),
+        ("scheduled", "generating"),
+        ("scheduled", "paused"),
+        ("scheduled", "cancelled"),
+        ("generating", "sending"),
+        ("generating", "paused"),
+        ("generating", "cancelled"),
+        ("generating", "failed"),
+        ("sending", "completed"),
+        ("sending", "paused"),
+        ("sending", "cancelled"),
+        ("sending", "failed"),
+        ("paused", "cancelled"),
+    }
+)
+
+
+class Runtime(Protocol):
+    """What a transition needs of a service's runtime (mailroom_common.runtime.Runtime)."""
+
+    @property
+    def pool(self) -> Pool: ...
+
+    async def announce(self, event: Event) -> None: ...
 
 
 class UnknownCampaign(LookupError):
@@ -273,7 +303,7 @@ WITH parked AS (
     SELECT page_id FROM parked WHERE page_id IS NOT NULL
 ), unpublished AS (
     UPDATE item_pages SET published_at = NULL
-    WHERE id IN (SELECT id FROM pages) AND published_at IS NOT NULL
+    WHERE id = ANY(ARRAY(SELECT id FROM pages)) AND published_at IS NOT NULL
 )
 SELECT array(SELECT id FROM parked ORDER BY id)
 """

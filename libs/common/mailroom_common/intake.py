@@ -45,9 +45,6 @@ JSON_CONTENT_TYPE = "application/json"
 # the JSON parser's (pydantic-core's) nesting limit: deeper input is refused, never a
 # RecursionError
 MAX_JSON_DEPTH = 200
-# messages a consumer holds unacknowledged (and handles at once) unless its service says:
-# each is in memory, as it came and decoded, until it is settled
-DEFAULT_PREFETCH = 8
 # errors PostgreSQL gives for the data itself: the same message fails the same way every time
 PERMANENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.DataError,  # class 22: out of range, NUL, bad text representation, ...
@@ -78,12 +75,17 @@ def subscribe(
     give_up: Callable[[E, str], Awaitable[None]] | None = None,
     *,
     dead_letter_key: str | None = None,
-    prefetch: int = DEFAULT_PREFETCH,
+    prefetch: int | None = None,
 ) -> None:
     """Consume `queue` (bound to `exchange`) with `process`: the one way a service
     subscribes. Raw bytes in, manual acks, every message settled by `take`. At most
-    `prefetch` messages are delivered and handled at once (a channel of its own)."""
-    channel = Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
+    `prefetch` messages (by default MAILROOM_PREFETCH) are delivered and handled at once
+    (a channel of its own); each is in memory, as it came and decoded, until it is settled."""
+    channel = Channel(
+        prefetch_count=runtime.settings.prefetch if prefetch is None else prefetch,
+        publisher_confirms=True,
+        on_return_raises=True,
+    )
 
     @router.subscriber(
         queue,

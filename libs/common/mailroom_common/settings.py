@@ -58,10 +58,50 @@ class Settings(BaseSettings):
         description="Back-off tiers of temporary SMTP failures; after the last, the item fails.",
     )
     sweep_interval_seconds: float = Field(default=10.0, gt=0)
-    stale_after_seconds: float = Field(
-        default=300.0,
+    generation_lease_seconds: float = Field(
+        default=15.0,
         gt=0,
-        description="Age after which a stuck item or page is handed over again.",
+        allow_inf_nan=False,
+        description="The item generator's lease on a campaign, renewed with every page: how"
+        " long a generator that crashed keeps other replicas from taking the campaign over.",
+    )
+    generation_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How often the item generator looks for due campaigns (a launch wakes it"
+        " at once).",
+    )
+    republish_after_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Age of an item page still unpublished (publication lost) before the"
+        " item generator's sweep publishes it again.",
+    )
+    republish_pages: int = Field(
+        default=100, ge=1, le=100_000, description="Item pages published again per sweep."
+    )
+    settings_recheck_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How often the outbound sender reads the SMTP account's version, in case"
+        " a settings.changed event was missed.",
+    )
+    prefetch: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Broker messages a consumer holds and handles at once, unless its service"
+        " sets its own (the message processor: 2 pages).",
+    )
+    chunk_per_connection: int = Field(
+        default=4,
+        ge=1,
+        le=10_000,
+        description="Emails per SMTP connection that the outbound sender claims, sends and"
+        " records together; a pause or cancel stops a batch at its next chunk.",
     )
     archive_after_days: int = Field(
         default=30,

@@ -14,8 +14,9 @@ from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 from typing import Any, Literal
 
-from mailroom_common.bounces import BounceReport, parse_bounce
 from mailroom_common.signing import Signer
+
+from mailroom_bounce_processor.parser import BounceReport, parse_bounce
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 """A bounce is small; a larger message that is no bounce is kept as unparsed."""

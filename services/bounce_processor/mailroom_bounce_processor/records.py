@@ -17,14 +17,14 @@ from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
 from mailroom_common.archive import bounce_archived_item
-from mailroom_common.bounces import BouncedRecipient, BounceReport
-from mailroom_common.bounces.models import COMPLAINT, DELAYED, FAILED, HARD, SOFT
 from mailroom_common.events import BounceDetected
 from mailroom_common.runtime_settings import BounceMailbox
 from mailroom_common.signing import Signer
 
 from mailroom_bounce_processor.matching import HEAD_BYTES, Analysis, SignedMatch, signed_match
 from mailroom_bounce_processor.metrics import SUPPRESSIONS, UNVERIFIED
+from mailroom_bounce_processor.parser import BouncedRecipient, BounceReport
+from mailroom_bounce_processor.parser.models import COMPLAINT, DELAYED, FAILED, HARD, SOFT
 
 log = logging.getLogger(__name__)
 

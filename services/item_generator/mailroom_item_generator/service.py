@@ -17,7 +17,9 @@ def build(runtime: Runtime) -> Service:
     router = RabbitRouter()
     queue = runtime.topology.campaign_commands
     generator = ItemGenerator(runtime)
-    generate = PeriodicTask("generate-campaign-items", 1.0, generator.run_due)
+    generate = PeriodicTask(
+        "generate-campaign-items", runtime.settings.generation_poll_seconds, generator.run_due
+    )
     republish = PeriodicTask(
         "republish-item-pages",
         runtime.settings.sweep_interval_seconds,

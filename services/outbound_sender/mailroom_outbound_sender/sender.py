@@ -122,7 +122,7 @@ class OutboundSender:
         """Emails claimed, sent and recorded together. Small, so that a pause or cancel stops
         a batch at its next chunk and a crash leaves few results unrecorded (the in-flight
         window): a few per connection, and a quarter-second of the send rate at most."""
-        per_connections = 4 * self.account.pool_size
+        per_connections = self.runtime.settings.chunk_per_connection * self.account.pool_size
         rate = self.account.messages_per_second
         if rate <= 0:
             return per_connections

@@ -30,6 +30,7 @@ import aiosmtplib
 from mailroom_common.events import OutboundEmail
 from mailroom_common.metrics import SMTP_SEND_SECONDS
 from mailroom_common.runtime_settings import SmtpAccount
+from mailroom_common.smtp_client import smtp_client
 from mailroom_common.smtp_replies import ReplyScrubber
 
 log = logging.getLogger(__name__)
@@ -100,23 +101,9 @@ class SmtpPool:
         self._slots = asyncio.Semaphore(account.pool_size)
         self._closed = False
 
-    def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.account.verify_certificates:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     async def _connect(self) -> aiosmtplib.SMTP:
         account = self.account
-        client = aiosmtplib.SMTP(
-            hostname=account.host,
-            port=account.port,
-            use_tls=account.security == "tls",
-            start_tls=account.security == "starttls",
-            tls_context=self._tls_context() if account.security != "none" else None,
-            timeout=account.timeout_seconds,
-        )
+        client = smtp_client(account, account.timeout_seconds)
         try:
             await client.connect()
             if account.username:

@@ -4,7 +4,7 @@
 CREATE FUNCTION campaign_transition_allowed(old_status text, new_status text, paused_from text)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT old_status = new_status
-        OR (old_status = 'paused' AND new_status = paused_from)
+        OR (old_status = 'paused' AND new_status IS NOT DISTINCT FROM paused_from)
         OR (old_status, new_status) IN (
             ('draft', 'scheduled'), ('draft', 'generating'), ('draft', 'cancelled'),
             ('scheduled', 'generating'), ('scheduled', 'paused'), ('scheduled', 'cancelled'),

@@ -2,7 +2,7 @@
 
 Pure logic, no I/O::
 
-    from mailroom_common.bounces import parse_bounce
+    from mailroom_bounce_processor.parser import parse_bounce
 
     report = parse_bounce(raw_bytes)
     if report.is_bounce and report.kind == "hard":
