@@ -48,7 +48,7 @@ async def test_one_process_per_service_with_two_sender_replicas(
         sent_line = next(
             line
             for line in metrics.splitlines()
-            if line.startswith('mailroom_deliveries_total{status="sent"}')
+            if line.startswith('mailroom_deliveries_total{kind="campaign",status="sent"}')
         )
         print(f"\nsender replica: {sent_line}")
         assert float(sent_line.split()[-1]) > 0, "both replicas should have taken batches"

@@ -136,6 +136,11 @@ class Installation:
             time.sleep(0.2)
         raise RuntimeError(f"services not ready in 60 s:\n{log_path.read_text()[-4000:]}")
 
+    @staticmethod
+    def metrics_url(process: subprocess.Popen[bytes]) -> str:
+        """Where a started process serves /metrics."""
+        return f"http://127.0.0.1:{process.http_port}/metrics"  # type: ignore[attr-defined]
+
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.message import StreamMessage
@@ -31,6 +32,8 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitQueue,
 )
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import REGISTRY
 
 from mailroom_common.events import Event, event_json
 from mailroom_common.settings import Settings
@@ -224,6 +227,8 @@ def make_broker(settings: Settings) -> RabbitBroker:
         ),
         graceful_timeout=settings.graceful_timeout_seconds,
         logger=None,
+        # faststream_received_messages_total, _processing_time_seconds, _published_... per queue
+        middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name="mailroom")],
     )
 
 
@@ -289,4 +294,5 @@ async def publish_event(
         content_type=JSON,
         message_type=event.routing_key,
         mandatory=mandatory,
+        timestamp=datetime.now(UTC),  # its age when consumed: mailroom_queue_message_age_seconds
     )

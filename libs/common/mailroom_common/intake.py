@@ -19,6 +19,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 
 from mailroom_common.broker import raw_body
 from mailroom_common.events import Event
-from mailroom_common.metrics import MESSAGES_HANDLED
+from mailroom_common.metrics import DEAD_LETTERS, MESSAGES_HANDLED, QUEUE_MESSAGE_AGE_SECONDS
 from mailroom_common.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,21 @@ async def dead_letter(
         content_type=raw.content_type,
         message_type=raw.type,
     )
+    DEAD_LETTERS.labels(queue.name).inc()
     log.warning("dead-lettered a message from %s: %s", queue.name, reason)
+
+
+def _observe_age(queue: RabbitQueue, message: RabbitMessage) -> None:
+    """Since publication, or since it left a retry tier (its wait there is deliberate)."""
+    published = message.raw_message.timestamp
+    deaths = (message.headers or {}).get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        published = deaths[0].get("time", published)
+    if isinstance(published, datetime):
+        if published.tzinfo is None:
+            published = published.replace(tzinfo=UTC)
+        age = (datetime.now(UTC) - published).total_seconds()
+        QUEUE_MESSAGE_AGE_SECONDS.labels(queue.name).observe(max(0.0, age))
 
 
 def delivery_count(message: RabbitMessage) -> int:
@@ -148,6 +163,7 @@ async def take(
     dead_letter_key: str | None = None,
 ) -> None:
     """Handle one message from `queue` with `process`; the message is acked or requeued here."""
+    _observe_age(queue, message)
     try:
         outcome = await _handle(runtime, queue, message, models, process, give_up, dead_letter_key)
     except asyncio.CancelledError:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from mailroom_common import campaign_lifecycle
 from mailroom_common.campaign_lifecycle import Connection
+from mailroom_common.metrics import AUTORESPONDER_DUE_TO_SENT_SECONDS
 
 from mailroom_outbound_sender.smtp_pool import Outcome
 
@@ -264,6 +265,7 @@ UPDATE autoresponder_items i SET status = r.status, smtp_code = r.code, smtp_rep
 FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[])
      AS r(id, status, code, reply, account_problem)
 WHERE i.id = r.id AND i.status = 'sending'
+RETURNING CASE WHEN i.status = 'sent' THEN extract(epoch FROM i.sent_at - i.due_at)::float8 END
 """
 
 AUTORESPONDER_GIVE_UP = """
@@ -296,7 +298,9 @@ class AutoresponderItems:
         )
 
     async def record(self, conn: Connection, outcomes: list[Outcome]) -> None:
-        await conn.execute(AUTORESPONDER_RECORD, *_result_columns(outcomes))
+        for row in await conn.fetch(AUTORESPONDER_RECORD, *_result_columns(outcomes)):
+            if row[0] is not None:
+                AUTORESPONDER_DUE_TO_SENT_SECONDS.observe(max(0.0, row[0]))
 
     async def give_up(self, conn: Connection, ids: list[int], reason: str) -> None:
         await conn.execute(AUTORESPONDER_GIVE_UP, ids, reason)

@@ -31,6 +31,7 @@ from mailroom_common.broker import PRIORITY_ROUTING_KEY
 from mailroom_common.events import (
     DeliveryResult,
     DeliveryResults,
+    ItemKind,
     OutboundBatch,
     OutboundEmail,
     SettingsChanged,
@@ -306,7 +307,9 @@ class OutboundSender:
         try:
             outcomes = await self.smtp.send_all(sending)
             final, retries = self._plan_retries(sending, outcomes, tries_before)
-            await self._database("recording delivery results", lambda: self._record(items, final))
+            await self._database(
+                "recording delivery results", lambda: self._record(batch.kind, items, final)
+            )
         finally:
             for email in sending:
                 self.in_flight.pop(email.item_id, None)
@@ -397,12 +400,12 @@ class OutboundSender:
                 "delivery results of %d items not announced: %r", len(results.results), error
             )
 
-    async def _record(self, items: ItemRepository, outcomes: list[Outcome]) -> None:
+    async def _record(self, kind: ItemKind, items: ItemRepository, outcomes: list[Outcome]) -> None:
         if not outcomes:
             return
         await items.record(self.runtime.pool, outcomes)
         for outcome in outcomes:
-            DELIVERIES.labels(outcome.status).inc()
+            DELIVERIES.labels(kind, outcome.status).inc()
 
     @staticmethod
     async def _database(what: str, call: Callable[..., Awaitable[T]], *args: object) -> T:

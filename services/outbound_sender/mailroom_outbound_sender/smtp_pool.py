@@ -28,7 +28,7 @@ from typing import Literal
 
 import aiosmtplib
 from mailroom_common.events import OutboundEmail
-from mailroom_common.metrics import SMTP_SEND_SECONDS
+from mailroom_common.metrics import SMTP_REPLIES, SMTP_SEND_SECONDS
 from mailroom_common.runtime_settings import SmtpAccount
 from mailroom_common.smtp_client import smtp_client
 from mailroom_common.smtp_replies import ReplyScrubber
@@ -80,6 +80,12 @@ def judge_reply(code: int) -> _Verdict:
     if code // 100 == SMTP_TRANSIENT_CLASS:
         return _Verdict("retry")
     return _Verdict("failed")
+
+
+def _observe(outcome: Outcome, started: float) -> None:
+    SMTP_SEND_SECONDS.labels(outcome.status).observe(time.perf_counter() - started)
+    code = outcome.smtp_code
+    SMTP_REPLIES.labels(f"{code // 100}xx" if code and 200 <= code < 600 else "none").inc()
 
 
 def _is_tls_failure(error: BaseException) -> bool:
@@ -175,20 +181,31 @@ class SmtpPool:
         """One transaction; the outcome, and whether to try again on a fresh connection.
         On return the holder has a clean connection or none; on cancellation none."""
         reused = holder[0] is not None
-        code: int
-        message: str
+        started = time.perf_counter()  # a new connection's set-up counts too
         if holder[0] is None:
             refused = await self._open(holder, email)
             if refused is not None:
+                _observe(refused, started)
                 return refused, False
         client = holder[0]
         assert client is not None
+        outcome, try_again = await self._transaction(holder, client, email, reused)
+        _observe(outcome, started)
+        return outcome, try_again
+
+    async def _transaction(
+        self,
+        holder: list[aiosmtplib.SMTP | None],
+        client: aiosmtplib.SMTP,
+        email: OutboundEmail,
+        reused: bool,
+    ) -> tuple[Outcome, bool]:
+        code: int
+        message: str
         try:
-            started = time.perf_counter()
             _errors, reply = await client.sendmail(
                 email.envelope_from, [email.recipient], email.message.encode("ascii")
             )
-            SMTP_SEND_SECONDS.observe(time.perf_counter() - started)
             return Outcome(email.item_id, "sent", OK, self.scrub(reply)), False
         except aiosmtplib.SMTPRecipientsRefused as error:
             code, message = error.recipients[0].code, error.recipients[0].message
