@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.support.deployment import ROOT, ops_port
+from tests.support.deployment import ROOT, ops_port, setting_variables
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
@@ -50,3 +50,9 @@ def test_the_build_context_leaves_out_what_the_image_does_not_need() -> None:
     for copied in ("pyproject.toml", "uv.lock", "README.md", "libs", "services", "mailroom"):
         assert copied not in ignored
         assert copied in DOCKERFILE
+
+
+def test_environment_names_real_settings() -> None:
+    variables = set(re.findall(r"\b(MAILROOM_[A-Z_]+)=", DOCKERFILE))
+    assert variables
+    assert variables <= setting_variables()
