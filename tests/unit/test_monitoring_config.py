@@ -62,7 +62,7 @@ def test_the_alerts_use_metrics_the_code_exports() -> None:
     known = metric_names_in_code() | PENDING_METRICS
     used = {name for rule in _rules() for name in METRIC.findall(rule["expr"])}
     assert used <= known, f"unknown metrics: {sorted(used - known)}"
-    assert used >= {"mailroom_job_last_success_timestamp_seconds", "mailroom_dead_letters"}
+    assert used >= {"mailroom_job_last_success_timestamp_seconds", "mailroom_dead_letters_total"}
 
 
 def test_pending_metrics_are_not_yet_in_the_code() -> None:
@@ -127,7 +127,7 @@ def test_the_dashboard_shows_what_an_sre_looks_at() -> None:
         "mailroom_smtp_replies_total",
         "mailroom_queue_message_age_seconds",
         "mailroom_bounces_total",
-        "mailroom_dead_letters",
+        "mailroom_dead_letters_total",
         "mailroom_job_last_success_timestamp_seconds",
         "mailroom_campaign_items",
     ):
