@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 from collections import defaultdict
 
-import asyncpg
 import httpx
 import pytest
 from mailroom_common.broker import Topology
@@ -16,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailroom.campaigns import send_command
 from tests.support.environment import Installation, wait_for
-from tests.support.scenario import campaign_reaches, pool_of
+from tests.support.scenario import campaign_reaches, items_in, pool_of
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
 
@@ -40,15 +39,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
 
 
-async def _count(pool: asyncpg.Pool, campaign_id: int, status: str) -> int:
-    n: int = await pool.fetchval(
-        "SELECT count(*) FROM campaign_items WHERE campaign_id = $1 AND status = $2",
-        campaign_id,
-        status,
-    )
-    return n
-
-
 async def test_each_services_metrics_agree_with_the_database(
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
@@ -62,8 +52,8 @@ async def test_each_services_metrics_agree_with_the_database(
     await send_command(installation.settings, CampaignLaunch(campaign_id=campaign_id))
     status = await campaign_reaches(installation, campaign_id)
     assert status["status"] == "completed", status
-    sent = await _count(pool, campaign_id, "sent")
-    failed = await _count(pool, campaign_id, "failed")
+    sent = await items_in(pool, campaign_id, "sent")
+    failed = await items_in(pool, campaign_id, "failed")
     assert (sent, failed) == (400 - 7, 7)
 
     generator = scrape(processes["item_generator"])

@@ -21,7 +21,7 @@ from mailroom.campaigns import send_command
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.faulty_smtp import FaultySmtpServer
 from tests.support.outbound import outbound_email, sender_bench
-from tests.support.scenario import campaign_reaches, status_of
+from tests.support.scenario import campaign_reaches, items_in, status_of
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
 
@@ -84,15 +84,6 @@ async def smtp_received(smtp: FaultySmtpServer, at_least: int, limit: float = 60
     await wait_for(enough, limit, f"{at_least} messages received")
 
 
-async def _count(pool: asyncpg.Pool, campaign_id: int, *statuses: str) -> int:
-    n: int = await pool.fetchval(
-        "SELECT count(*) FROM campaign_items WHERE campaign_id = $1 AND status = ANY($2)",
-        campaign_id,
-        list(statuses),
-    )
-    return n
-
-
 async def _published_pages_with_pending_items(pool: asyncpg.Pool, campaign_id: int) -> int:
     n: int = await pool.fetchval(
         "SELECT count(*) FROM item_pages p WHERE p.campaign_id = $1"
@@ -132,7 +123,7 @@ async def test_a_paused_campaign_waits_in_the_database_and_publishes_nothing(
             await smtp_received(smtp, 200)
             # handed to the sender, not yet sent: those not sent before the pause took effect
             # only the sender's parking takes back to pending (the claim refuses them now)
-            waiting = await _count(pool, campaign_id, "queued", "retry")
+            waiting = await items_in(pool, campaign_id, "queued", "retry")
             sent_before = received_count(smtp)
             await send_command(install.settings, CampaignPause(campaign_id=campaign_id))
             await campaign_reaches(install, campaign_id, "paused", limit=30)
@@ -140,7 +131,7 @@ async def test_a_paused_campaign_waits_in_the_database_and_publishes_nothing(
             # settled: the batches that were queued or in flight reached the sender, which
             # parked what it had not sent, and the message processor parked its pages
             async def settled() -> bool:
-                return await _count(pool, campaign_id, "queued", "sending", "retry") == 0
+                return await items_in(pool, campaign_id, "queued", "sending", "retry") == 0
 
             await wait_for(settled, 60, "the paused campaign's work to be parked")
             await asyncio.sleep(2)
