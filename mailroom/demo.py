@@ -119,7 +119,7 @@ async def _fresh_database(settings: Settings) -> None:
         )
     finally:
         await admin.close()
-    await migrate(settings.database_url)
+    await migrate(settings.database_url, create_database=True)
 
 
 def start_smtp_sink(port: int) -> subprocess.Popen[bytes]:
@@ -174,7 +174,9 @@ def _start_services(settings: Settings, log_path: Path) -> subprocess.Popen[byte
         **os.environ,
         "MAILROOM_DATABASE_URL": settings.database_url,
         "MAILROOM_QUEUE_PREFIX": settings.queue_prefix,
-        "MAILROOM_HTTP_PORT": str(port),
+        "MAILROOM_OPS_PORT": str(port),
+        "MAILROOM_HTTP_PORT": str(free_port()),
+        "MAILROOM_LOG_FORMAT": os.environ.get("MAILROOM_LOG_FORMAT", "text"),
     }
     log = log_path.open("wb")
     process = subprocess.Popen(

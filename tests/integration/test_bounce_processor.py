@@ -87,12 +87,12 @@ async def mailbox_drained(installation: Installation, dovecot: Dovecot, messages
 
 
 def readiness(process: object) -> httpx.Response:
-    port = process.http_port  # type: ignore[attr-defined]
+    port = process.ops_port  # type: ignore[attr-defined]
     return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
 
 
 def metrics_of(process: object) -> str:
-    port = process.http_port  # type: ignore[attr-defined]
+    port = process.ops_port  # type: ignore[attr-defined]
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
 

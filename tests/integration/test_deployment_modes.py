@@ -42,7 +42,7 @@ async def test_one_process_per_service_with_two_sender_replicas(
     recipients = smtp_server.handler.recipients()
     assert set(recipients) == audience.eligible and max(recipients.values()) == 1
     for sender in senders:
-        port = sender.http_port  # type: ignore[attr-defined]
+        port = sender.ops_port  # type: ignore[attr-defined]
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         sent_line = next(
@@ -56,22 +56,31 @@ async def test_one_process_per_service_with_two_sender_replicas(
 
 async def test_health_readiness_and_metrics_endpoints(installation: Installation) -> None:
     process = installation.start_services("completion")
-    base = f"http://127.0.0.1:{process.http_port}"  # type: ignore[attr-defined]
+    base = f"http://127.0.0.1:{process.ops_port}"  # type: ignore[attr-defined]
     async with httpx.AsyncClient(base_url=base) as client:
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json()["services"] == ["completion"]
         ready = await client.get("/readyz")
-        assert ready.status_code == 200 and ready.json() == {"ready": True, "problems": {}}
+        assert ready.status_code == 200 and ready.json() == {
+            "ready": True,
+            "problems": {},
+            "services": {"completion": {"ready": True, "problems": {}}},
+        }
+        assert (await client.get("/readyz/completion")).status_code == 200
+        assert (await client.get("/readyz/subscriptions")).status_code == 404
         metrics = await client.get("/metrics")
         assert 'mailroom_service_up{service="completion"} 1.0' in metrics.text
+    # completion has no public pages: nothing listens on MAILROOM_HTTP_PORT
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{process.http_port}/healthz")  # type: ignore[attr-defined]
 
 
 async def test_migrations_are_safe_when_replicas_start_together() -> None:
-    """Four replicas start at once on a database that does not exist yet."""
+    """Four `mailroom migrate --create-database` at once on a database that does not exist."""
     database = f"mailroom_test_migrate_{uuid.uuid4().hex[:8]}"
     url = f"{POSTGRES_SERVER}/{database}"
     try:
-        results = await asyncio.gather(*(migrate(url) for _ in range(4)))
+        results = await asyncio.gather(*(migrate(url, create_database=True) for _ in range(4)))
         applied = [versions for versions in results if versions]
         assert len(applied) == 1, f"one replica applies the schema, the others wait: {results}"
         conn = await asyncpg.connect(url)
