@@ -274,7 +274,9 @@ async def _try_template(stage: Stage, case: Case, template: Template) -> None:
             await create_campaign(pool, campaign, stage.install.settings)
         assert template.reason in str(refused.value)
     sent_before = received_count(stage.smtp)
-    final, answered = await while_healthy(stage.ops_base, lambda: _store_and_launch(stage, campaign))
+    final, answered = await while_healthy(
+        stage.ops_base, lambda: _store_and_launch(stage, campaign)
+    )
     assert answered >= 1
     if template.reason:
         assert final["status"] == "failed", final
@@ -290,7 +292,8 @@ async def _try_footer(stage: Stage, case: Case, footer: Footer) -> None:
         before = (await client.get("/settings/marketing")).json()["version"]
         started = time.monotonic()
         answer, answered = await while_healthy(
-            stage.ops_base, lambda: client.put("/settings/marketing", json={footer.field: footer.value})
+            stage.ops_base,
+            lambda: client.put("/settings/marketing", json={footer.field: footer.value}),
         )
         assert answer.status_code == 422, answer.text
         problems = answer.json()["detail"]

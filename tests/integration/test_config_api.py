@@ -148,8 +148,9 @@ async def test_in_development_without_a_token_every_call_is_refused() -> None:
                 answer = await client.get("/settings", headers=headers)
                 assert answer.status_code == 503
                 assert "MAILROOM_ADMIN_TOKEN is not set" in answer.json()["detail"]
-        ops_port = process.ops_port  # type: ignore[attr-defined]
-        assert httpx.get(f"http://127.0.0.1:{ops_port}/readyz").status_code == 200
+            ops_port = process.ops_port  # type: ignore[attr-defined]
+            ready = await client.get(f"http://127.0.0.1:{ops_port}/readyz")
+            assert ready.status_code == 200
         assert "MAILROOM_ADMIN_TOKEN is not set" in install.log_text()
     finally:
         await install.teardown()

@@ -70,9 +70,9 @@ async def test_health_readiness_and_metrics_endpoints(installation: Installation
         assert (await client.get("/readyz/subscriptions")).status_code == 404
         metrics = await client.get("/metrics")
         assert 'mailroom_service_up{service="completion"} 1.0' in metrics.text
-    # completion has no public pages: nothing listens on MAILROOM_HTTP_PORT
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{process.http_port}/healthz")  # type: ignore[attr-defined]
+        # completion has no public pages: nothing listens on MAILROOM_HTTP_PORT
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{process.http_port}/healthz")  # type: ignore[attr-defined]
 
 
 async def test_migrations_are_safe_when_replicas_start_together() -> None:
