@@ -63,7 +63,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {escape(message)}")
+    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)  # one line
     return typer.Exit(code=2)
 
 
@@ -643,7 +643,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except (MissingDatabase, SchemaOutdated) as error:
-        errors.print(f"[red]error:[/red] {escape(str(error))}")
+        errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
         sys.exit(2)
     except ValidationError as error:  # the deployment settings (environment) are wrong
         if error.title != Settings.__name__:
