@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import asyncpg
@@ -92,3 +93,26 @@ async def test_migrations_are_safe_when_replicas_start_together() -> None:
         admin = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres")
         await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
         await admin.close()
+
+
+async def test_json_log_lines_carry_the_campaign_and_message(smtp_server: SmtpServer) -> None:
+    install = Installation(log_format="json")
+    pool = await install.setup()
+    try:
+        audience = await make_audience(pool, 20)
+        await use_smtp_server(pool, smtp_server.port)
+        campaign_id = await make_campaign(pool, audience)
+        install.start_services(
+            "item_generator", "message_processor", "outbound_sender", "completion"
+        )
+        await send_command(install.settings, CampaignLaunch(campaign_id=campaign_id))
+        await campaign_reaches(install, campaign_id)
+        lines = [json.loads(line) for line in install.log_text().splitlines() if line.strip()]
+        launched = next(
+            line for line in lines if line["message"].startswith(f"campaign {campaign_id} launched")
+        )
+        assert launched["level"] == "info" and launched["campaign_id"] == campaign_id
+        assert launched["message_id"] and launched["queue"].endswith(".item_generator.commands")
+        assert not any("@" in line["message"] for line in lines if line["level"] == "info")
+    finally:
+        await install.teardown()
