@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 
 import aio_pika
 import pytest
@@ -150,8 +151,8 @@ async def test_changing_the_delivery_limit_between_two_starts() -> None:
         await install.teardown()
 
 
-async def _is(value: object, expected: object) -> bool:
-    return await value == expected  # type: ignore[misc]
+async def _is(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
 
 
 async def test_queues_declared_with_the_old_argument_keep_starting() -> None:

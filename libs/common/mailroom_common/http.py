@@ -3,7 +3,7 @@ dispatcher of the public port's pages among the services of a process."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,7 +23,9 @@ class Readiness:
     services: dict[str, dict[str, object]]  # name -> {"ready": bool, "problems": {...}}
 
     @classmethod
-    def of(cls, shared: dict[str, str | None], own: dict[str, dict[str, str | None]]) -> Readiness:
+    def of(
+        cls, shared: Mapping[str, str | None], own: Mapping[str, Mapping[str, str | None]]
+    ) -> Readiness:
         """`shared`: what every service needs (database, broker); `own`: each service's own
         checks. A service is ready when both are fine; the process when it runs at least
         one ready service (one service's own trouble does not stop the others)."""
