@@ -116,6 +116,7 @@ class ServiceProcess:
             host=self.settings.http_host,
             port=port,
             log_level="warning",
+            log_config=None,  # uvicorn's lines go through our handler (JSON or text)
             lifespan="off",
         )
         server = _HttpServer(config)
