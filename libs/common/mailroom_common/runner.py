@@ -174,7 +174,9 @@ class ServiceProcess:
 
     async def readiness(self) -> Readiness:
         assert self.runtime is not None
-        shared: dict[str, str | None] = {"started": None if self.started else "starting"}
+        # a stopping process takes no new traffic (its pages leave the Service's endpoints)
+        state = "stopping" if self.stopping.is_set() else None if self.started else "starting"
+        shared: dict[str, str | None] = {"started": state}
         try:
             await asyncio.wait_for(self.runtime.pool.fetchval("SELECT 1"), 2)
             shared["database"] = None
