@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mailroom_common.http import Readiness
 
-FINE = {"started": None, "database": None, "broker": None}
+FINE = {"process": None, "database": None, "broker": None}
 MAILBOX_DOWN = {"bounce_processor:bounce_mailbox": "bounce mailbox: connection refused"}
 
 
@@ -30,4 +30,4 @@ def test_the_database_fails_every_service() -> None:
 
 
 def test_not_ready_until_started() -> None:
-    assert not Readiness.of({**FINE, "started": "starting"}, {"completion": {}}).ready
+    assert not Readiness.of({**FINE, "process": "starting"}, {"completion": {}}).ready

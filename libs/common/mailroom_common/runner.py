@@ -176,7 +176,7 @@ class ServiceProcess:
         assert self.runtime is not None
         # a stopping process takes no new traffic (its pages leave the Service's endpoints)
         state = "stopping" if self.stopping.is_set() else None if self.started else "starting"
-        shared: dict[str, str | None] = {"started": state}
+        shared: dict[str, str | None] = {"process": state}
         try:
             await asyncio.wait_for(self.runtime.pool.fetchval("SELECT 1"), 2)
             shared["database"] = None
