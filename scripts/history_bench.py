@@ -300,7 +300,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         queue_prefix=PREFIX,
         archive_chunk_items=args.chunk,
     )
-    await migrate(settings.database_url)
+    await migrate(settings.database_url, create_database=True)
     broker = make_broker(settings)
     await broker.connect()
     await declare_topology(broker, Topology.from_settings(settings))

@@ -14,11 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # PENDING MERGE (issue 12): settings other helpers are adding to Settings right now. The
 # deployment files already use them; remove each entry once the field is on this branch
 # (the test test_pending_settings_are_not_yet_settings says which are there already).
-PENDING_SETTINGS: dict[str, Any] = {
-    "MAILROOM_OPS_PORT": 8081,
-    "MAILROOM_LOG_FORMAT": "json",
-    "MAILROOM_MIGRATE_ON_START": False,
-}
+PENDING_SETTINGS: dict[str, Any] = {}
 
 # The Job Manager's six jobs (issue 12): the alert MailroomJobMissing names each.
 JOB_NAMES = frozenset(

@@ -408,13 +408,14 @@ def test_ingress_only_to_public_pages_and_ops_from_monitoring(
 def test_egress_to_dns_database_broker_and_mail(rendered: tuple[Manifest, ...]) -> None:
     database = 5432
     broker = 5672
+    management = 15672  # the delivery-limit policy, set by every process at start
     smtp = {25, 465, 587}
     imap = {143, 993}
     for service, deployment in _deployments(rendered).items():
         ports = _egress_ports(
             _policies_for(rendered, deployment["spec"]["template"]["metadata"]["labels"])
         )
-        assert {53, database, broker} <= ports, service
+        assert {53, database, broker, management} <= ports, service
         assert (smtp <= ports) == (service in {"outbound_sender", "config"}), service
         assert (imap <= ports) == (service in {"bounce_processor", "config"}), service
     job = _one(rendered, "Job", "mailroom-migrate")

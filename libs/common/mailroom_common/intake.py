@@ -8,6 +8,8 @@ Every subscriber gets the raw bytes (`broker.raw_body` is the decoder of every b
   (`asyncpg.DataError`: a number out of range, a NUL character, ...): the message goes to
   its queue's dead-letter queue with the reason in `x-mailroom-error` (the handler's
   `give_up` runs first where the message was valid), and the consumer carries on.
+- Every log line while a message is handled carries its queue, message id and the ids it
+  names (campaign, page, item, contact: `log_fields`).
 - Any other error (database down, broker hiccup): the message is requeued after a pause;
   once it has been delivered `delivery_limit` times the handler's `give_up` runs (e.g. fail
   the items it carried, so no campaign waits for ever) and it is dead-lettered with the error.
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 
 from mailroom_common.broker import raw_body
 from mailroom_common.events import Event
+from mailroom_common.logs import add_log_fields, log_context
 from mailroom_common.metrics import DEAD_LETTERS, MESSAGES_HANDLED, QUEUE_MESSAGE_AGE_SECONDS
 from mailroom_common.runtime import Runtime
 
@@ -164,17 +167,40 @@ async def take(
 ) -> None:
     """Handle one message from `queue` with `process`; the message is acked or requeued here."""
     _observe_age(queue, message)
-    try:
-        outcome = await _handle(runtime, queue, message, models, process, give_up, dead_letter_key)
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        # dead-lettering or giving up failed (broker or database down): try again later,
-        # the delivery limit of the queue stays the last resort
-        log.warning("could not settle a message from %s: %r", queue.name, error)
-        await _requeue(message)
-        outcome = "requeued"
+    with log_context(queue=queue.name, message_id=message.message_id or None):
+        try:
+            outcome = await _handle(
+                runtime, queue, message, models, process, give_up, dead_letter_key
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # dead-lettering or giving up failed (broker or database down): try again later,
+            # the delivery limit of the queue stays the last resort
+            log.warning("could not settle a message from %s: %r", queue.name, error)
+            await _requeue(message)
+            outcome = "requeued"
     MESSAGES_HANDLED.labels(queue.name, outcome).inc()
+
+
+def log_fields(event: Event) -> dict[str, Any]:
+    """The ids of `event` that every log line about it carries (never an address)."""
+    fields = {
+        name: getattr(event, name, None)
+        for name in ("campaign_id", "page_id", "item_id", "contact_id", "list_id")
+    }
+    emails = getattr(event, "emails", None)
+    if isinstance(emails, list):
+        fields["batch_items"] = len(emails)
+        if len(emails) == 1:
+            fields["item_id"] = emails[0].item_id
+    item_ids = getattr(event, "item_ids", None)
+    if isinstance(item_ids, list):
+        fields["batch_items"] = len(item_ids)
+    kind = getattr(event, "kind", None)
+    if isinstance(kind, str):
+        fields["kind"] = kind
+    return fields
 
 
 async def _requeue(message: RabbitMessage) -> None:
@@ -200,6 +226,7 @@ async def _handle(
         event = parse(message, models)
     except Rejected as error:
         return await refuse(str(error))
+    add_log_fields(**log_fields(event))
     try:
         await process(event, message)
     except Rejected as error:

@@ -135,8 +135,34 @@ class Settings(BaseSettings):
     message_id_domain: str = "mailroom.test"
 
     http_host: str = "0.0.0.0"
-    http_port: int = Field(default=8080, ge=0, le=65535)
+    http_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="The public pages (subscriptions pages, the config admin API); opened only"
+        " by a process that runs one of those services. 0: a free port.",
+    )
+    ops_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="/healthz, /readyz and /metrics of every process. 0: a free port.",
+    )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per line; text: for a terminal."
+    )
+    migrate_on_start: bool = Field(
+        default=False,
+        description="Apply pending migrations when a service starts (otherwise run"
+        " `mailroom migrate`; a service refuses to start on an older schema).",
+    )
+    rabbitmq_management_url: str | None = Field(
+        default=None,
+        description="RabbitMQ's management HTTP API, which sets the delivery-limit policy"
+        " (MAILROOM_DELIVERY_LIMIT); default: the host and credentials of MAILROOM_RABBITMQ_URL"
+        " on port 15672.",
+    )
     graceful_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
