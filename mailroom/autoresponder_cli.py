@@ -9,7 +9,7 @@ from typing import Annotated, Any, cast
 
 import typer
 from mailroom_common.db import create_pool
-from mailroom_common.migrate import migrate
+from mailroom_common.migrate import require_current_schema
 from mailroom_common.settings import Settings
 from rich.console import Console
 from rich.markup import escape
@@ -36,7 +36,7 @@ def _with_pool(work: Any) -> Any:
     settings = Settings()
 
     async def run() -> Any:
-        await migrate(settings.database_url)
+        await require_current_schema(settings.database_url)
         pool = await create_pool(settings)
         try:
             return await work(pool, settings)

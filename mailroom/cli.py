@@ -17,10 +17,13 @@ import asyncpg
 import httpx
 import typer
 from mailroom_common import archive as archiving
-from mailroom_common.db import create_pool
+from mailroom_common.broker_policy import BrokerPolicyError
+from mailroom_common.db import MissingDatabase, create_pool
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
 from mailroom_common.logs import configure_logging
+from mailroom_common.migrate import SchemaOutdated, require_current_schema
 from mailroom_common.migrate import migrate as apply_migrations
+from mailroom_common.service import StartRefused
 from mailroom_common.settings import Settings
 from pydantic import ValidationError
 from rich.console import Console
@@ -89,12 +92,12 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {escape(message)}")
+    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)  # one line
     return typer.Exit(code=code)
 
 
 async def _with_pool(settings: Settings, work: Any) -> Any:
-    await apply_migrations(settings.database_url)
+    await require_current_schema(settings.database_url)
     pool = await create_pool(settings)
     try:
         return await work(pool)
@@ -117,13 +120,15 @@ def run(
     if unknown:
         raise _fail(f"unknown service(s) {', '.join(unknown)}; known: all, {', '.join(SERVICES)}")
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     settings.warn_about_keys()
     process = ServiceProcess(settings, {n: service_factory(n) for n in names})
     try:
         import uvloop
 
         uvloop.run(process.run_until_signalled())
+    except (StartRefused, MissingDatabase, SchemaOutdated, BrokerPolicyError) as error:
+        raise _fail(f"refusing to start: {error}") from None
     except OSError as error:
         if unreachable_setting(error) is not None:
             raise  # main() names the setting of the server that cannot be reached
@@ -131,9 +136,20 @@ def run(
 
 
 @app.command()
-def migrate() -> None:
-    """Create the database if missing and apply pending migrations (safe to run concurrently)."""
-    applied = _run(apply_migrations(Settings().database_url))
+def migrate(
+    create_database: Annotated[
+        bool,
+        typer.Option(
+            "--create-database",
+            help="Create the database named by MAILROOM_DATABASE_URL when it does not exist.",
+        ),
+    ] = False,
+) -> None:
+    """Apply pending migrations (safe to run concurrently). Services do not migrate unless
+    MAILROOM_MIGRATE_ON_START=true; they refuse to start on an older schema."""
+    settings = Settings()
+    configure_logging(settings.log_level, "text")
+    applied = _run(apply_migrations(settings.database_url, create_database=create_database))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
@@ -698,6 +714,9 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except (MissingDatabase, SchemaOutdated) as error:
+        errors.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+        sys.exit(2)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         setting = unreachable_setting(error)
         if setting is None:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 import httpx
+from mailroom_common.broker_policy import BrokerPolicyError, ManagementApi
 from mailroom_common.db import create_pool, quote_ident
 from mailroom_common.events import CampaignLaunch
 from mailroom_common.migrate import migrate
@@ -42,6 +43,7 @@ HOW_TO_START = {
     "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
     "  (or: docker compose up -d postgres)",
     "RabbitMQ": "rabbitmq-server -detached  (or: docker compose up -d rabbitmq)",
+    "RabbitMQ management": "rabbitmq-plugins enable rabbitmq_management",
 }
 
 
@@ -73,6 +75,11 @@ async def _unreachable(settings: Settings) -> list[str]:
         await connection.close()
     except (OSError, aio_pika.exceptions.AMQPError, TimeoutError):
         missing.append("RabbitMQ")
+    else:
+        try:  # the services put the delivery-limit policy through it
+            await ManagementApi.from_settings(settings).get_policy("mailroom-demo-probe")
+        except BrokerPolicyError:
+            missing.append("RabbitMQ management")
     return missing
 
 
@@ -96,12 +103,15 @@ def check_services(settings: Settings) -> bool:
     where = {
         "PostgreSQL": f"{_without_password(settings.database_url)} (MAILROOM_DATABASE_URL)",
         "RabbitMQ": f"{_without_password(settings.rabbitmq_url)} (MAILROOM_RABBITMQ_URL)",
+        "RabbitMQ management": f"{ManagementApi.from_settings(settings).base_url}"
+        " (MAILROOM_RABBITMQ_MANAGEMENT_URL)",
     }
     for name in missing:
         console.print(f"[red]{name} cannot be reached[/red] at {where[name]}")
-    if _docker_works():
+    compose = {"PostgreSQL": "postgres", "RabbitMQ": "rabbitmq"}
+    services = sorted({compose[m] for m in missing if m in compose})
+    if services and _docker_works():
         console.print("starting them with docker compose ...")
-        services = [{"PostgreSQL": "postgres", "RabbitMQ": "rabbitmq"}[m] for m in missing]
         subprocess.run(["docker", "compose", "up", "-d", "--wait", *services], check=False)
         return not asyncio.run(_unreachable(settings))
     for name in missing:
@@ -119,7 +129,7 @@ async def _fresh_database(settings: Settings) -> None:
         )
     finally:
         await admin.close()
-    await migrate(settings.database_url)
+    await migrate(settings.database_url, create_database=True)
 
 
 def start_smtp_sink(port: int) -> subprocess.Popen[bytes]:
@@ -174,7 +184,9 @@ def _start_services(settings: Settings, log_path: Path) -> subprocess.Popen[byte
         **os.environ,
         "MAILROOM_DATABASE_URL": settings.database_url,
         "MAILROOM_QUEUE_PREFIX": settings.queue_prefix,
-        "MAILROOM_HTTP_PORT": str(port),
+        "MAILROOM_OPS_PORT": str(port),
+        "MAILROOM_HTTP_PORT": str(free_port()),
+        "MAILROOM_LOG_FORMAT": os.environ.get("MAILROOM_LOG_FORMAT", "text"),
     }
     log = log_path.open("wb")
     process = subprocess.Popen(

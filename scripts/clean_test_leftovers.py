@@ -1,4 +1,5 @@
-"""Removes the queues and exchanges of test runs that were killed before their teardown.
+"""Removes the queues, exchanges and delivery-limit policies of test runs that were killed
+before their teardown.
 
 A test run's broker names start with `t<tag>.` and its database is `mailroom_test_<tag>`;
 a run whose database is gone has ended, so its queues (when nobody consumes them) and
@@ -32,6 +33,10 @@ def _listed(*command: str) -> list[list[str]]:
     return [line.split("\t") for line in output.splitlines() if line.strip()]
 
 
+def _clear_policy(name: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", "clear_policy", name], timeout=60, check=True)
+
+
 async def main() -> None:
     connection = await asyncpg.connect(f"{POSTGRES}/postgres")
     try:
@@ -51,6 +56,9 @@ async def main() -> None:
         if ended(q) and consumers == "0"
     ]
     exchanges = [row[0] for row in _listed("list_exchanges", "name") if ended(row[0])]
+    policies = [row[1] for row in _listed("list_policies") if len(row) > 1 and ended(row[1])]
+    for policy in policies:
+        _clear_policy(policy)
     broker = await aio_pika.connect(RABBITMQ)
     async with broker:
         channel = await broker.channel()
@@ -58,7 +66,10 @@ async def main() -> None:
             await channel.queue_delete(queue)
         for exchange in exchanges:
             await channel.exchange_delete(exchange)
-    print(f"removed {len(queues)} queues and {len(exchanges)} exchanges of ended test runs")
+    print(
+        f"removed {len(queues)} queues, {len(exchanges)} exchanges and {len(policies)} policies"
+        " of ended test runs"
+    )
 
 
 if __name__ == "__main__":

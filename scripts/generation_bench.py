@@ -87,7 +87,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     settings = Settings()
-    await migrate(settings.database_url)
+    await migrate(settings.database_url, create_database=True)
     pool = await create_pool(settings)
     seeded = 0.0
     if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM lists WHERE name = 'bench-a')"):

@@ -6,7 +6,7 @@ In a database of its own (dropped at the end unless --keep):
 1. contacts (--history-contacts) and a list of --campaign-size of them;
 2. scenario "empty": a fresh campaign generated through the real code path (ItemGenerator
    against RabbitMQ, queue prefix archive-bench), then EXPLAIN (ANALYZE, BUFFERS) of the
-   sender's claim (the statement of services/outbound_sender ItemQueries) of 100 of its items
+   sender's claim (services/outbound_sender items.py, CAMPAIGN_CLAIM) of 100 of its items
    and of the unsubscribe's skip of open items, each in a transaction rolled back;
 3. --finished items of finished campaigns inserted with generate_series (--per-campaign each,
    the same people every time, as a newsletter's history looks), VACUUM ANALYZE; scenario
@@ -38,12 +38,13 @@ import aio_pika
 import asyncpg
 from mailroom_common.archive import archive_campaign
 from mailroom_common.broker import Topology, declare_topology, make_broker
+from mailroom_common.campaign_lifecycle import SENDING_STATUSES
 from mailroom_common.db import create_pool, quote_ident
 from mailroom_common.migrate import migrate
 from mailroom_common.runtime import Runtime
 from mailroom_common.settings import Settings
 from mailroom_item_generator.generator import ItemGenerator
-from mailroom_outbound_sender.sender import QUERIES
+from mailroom_outbound_sender.items import CAMPAIGN_CLAIM
 from mailroom_subscriptions.store import RUNNING_CAMPAIGNS, SKIP_OPEN_ITEMS
 
 SERVER = os.environ.get("MAILROOM_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -223,20 +224,22 @@ async def measure(
     )
     claim = await explain(
         admin,
-        QUERIES["campaign"].claim,
+        CAMPAIGN_CLAIM,
         [r["id"] for r in batch],
         campaign_id,
         [r["email"] for r in batch],
+        list(SENDING_STATUSES),
     )
     log(f"scenario {name}: claim of 100 items {claim['ms_median']} ms, {claim['buffers_median']}")
     # the planner knows the fresh campaign's items only once campaign_items is analysed again
     await admin.execute("ANALYZE campaign_items")
     claim_analyzed = await explain(
         admin,
-        QUERIES["campaign"].claim,
+        CAMPAIGN_CLAIM,
         [r["id"] for r in batch],
         campaign_id,
         [r["email"] for r in batch],
+        list(SENDING_STATUSES),
     )
     log(
         f"scenario {name}: claim after ANALYZE {claim_analyzed['ms_median']} ms,"
@@ -297,7 +300,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         queue_prefix=PREFIX,
         archive_chunk_items=args.chunk,
     )
-    await migrate(settings.database_url)
+    await migrate(settings.database_url, create_database=True)
     broker = make_broker(settings)
     await broker.connect()
     await declare_topology(broker, Topology.from_settings(settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import asyncpg
 from mailroom_common.broker import Topology
+from mailroom_common.broker_policy import BrokerPolicyError, remove_delivery_limit
 from mailroom_common.db import create_pool, quote_ident
 from mailroom_common.migrate import migrate
 from mailroom_common.runtime_settings import SettingsStore, SmtpAccount
@@ -47,7 +49,7 @@ class BenchInstallation:
 
     async def create(self, smtp_port: int, pool_size: int) -> None:
         """A migrated database whose SMTP account is the sink, unlimited in rate."""
-        await migrate(self.settings.database_url)
+        await migrate(self.settings.database_url, create_database=True)
         pool = await create_pool(self.settings)
         try:
             await SettingsStore(pool, self.settings.settings_key).save(
@@ -81,6 +83,8 @@ class BenchInstallation:
                     await channel.queue_delete(name)
                 for exchange in topology.exchanges():
                     await channel.exchange_delete(exchange.name)
+            with contextlib.suppress(BrokerPolicyError):
+                await remove_delivery_limit(self.settings, topology)
 
     async def queue_depths(self) -> dict[str, int]:
         """Messages waiting in each work queue (retry tiers and DLQs are not waited for)."""

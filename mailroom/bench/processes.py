@@ -1,5 +1,6 @@
 """The service processes of a run: `mailroom run all` (single), or one `mailroom run NAME`
-per service with K outbound_sender replicas (separate); each with its own free HTTP port.
+per service with K outbound_sender replicas (separate); each with its own free ops port
+(/readyz, /metrics) and a free public port.
 Their CPU time and peak resident memory are read from /proc (Linux)."""
 
 from __future__ import annotations
@@ -94,7 +95,12 @@ class ServiceProcesses:
             with log.open("wb") as output:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "mailroom", "run", *services],
-                    env={**os.environ, **self.env, "MAILROOM_HTTP_PORT": str(port)},
+                    env={
+                        **os.environ,
+                        **self.env,
+                        "MAILROOM_OPS_PORT": str(port),
+                        "MAILROOM_HTTP_PORT": "0",
+                    },
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

@@ -270,7 +270,7 @@ async def _versions(client: httpx.AsyncClient) -> dict[str, int]:
 
 @pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))
 async def test_admin_api(config: tuple[Installation, str], case: Case) -> None:
-    _install, base = config
+    install, base = config
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
         if case.id == "admin-api-22":
             await _password_never_answered(client)
@@ -288,7 +288,8 @@ async def test_admin_api(config: tuple[Installation, str], case: Case) -> None:
         elif attempt.says:
             assert attempt.says in answer.json()["detail"]
         assert await _versions(client) == before  # nothing stored
-        health = await client.get("/healthz")
+        ops_port = install.processes[0].ops_port  # type: ignore[attr-defined]
+        health = await client.get(f"http://127.0.0.1:{ops_port}/healthz")
         assert health.status_code == 200
 
 

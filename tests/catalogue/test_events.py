@@ -314,7 +314,7 @@ async def running(installation: Installation) -> AsyncIterator[Running]:
         return Service("probe", on_settings_changed=[hear])
 
     settings = installation.settings.model_copy(
-        update={"http_port": free_port(), "http_host": "127.0.0.1"}
+        update={"http_port": free_port(), "ops_port": 0, "http_host": "127.0.0.1"}
     )
     process = ServiceProcess(
         settings, {**{n: service_factory(n) for n in CONSUMERS}, "probe": probe}

@@ -177,6 +177,7 @@ ATTEMPTS: dict[str, Template | Footer] = {
 class Stage:
     install: Installation
     base: str
+    ops_base: str  # /healthz
     audience: Audience
     smtp: SmtpServer
 
@@ -198,7 +199,8 @@ async def stage() -> AsyncIterator[Stage]:
                 log_name="templates",
             )
             base = f"http://127.0.0.1:{process.http_port}"  # type: ignore[attr-defined]
-            yield Stage(install, base, audience, smtp)
+            ops_base = f"http://127.0.0.1:{process.ops_port}"  # type: ignore[attr-defined]
+            yield Stage(install, base, ops_base, audience, smtp)
     finally:
         await install.teardown()
 
@@ -272,7 +274,9 @@ async def _try_template(stage: Stage, case: Case, template: Template) -> None:
             await create_campaign(pool, campaign, stage.install.settings)
         assert template.reason in str(refused.value)
     sent_before = received_count(stage.smtp)
-    final, answered = await while_healthy(stage.base, lambda: _store_and_launch(stage, campaign))
+    final, answered = await while_healthy(
+        stage.ops_base, lambda: _store_and_launch(stage, campaign)
+    )
     assert answered >= 1
     if template.reason:
         assert final["status"] == "failed", final
@@ -288,7 +292,8 @@ async def _try_footer(stage: Stage, case: Case, footer: Footer) -> None:
         before = (await client.get("/settings/marketing")).json()["version"]
         started = time.monotonic()
         answer, answered = await while_healthy(
-            stage.base, lambda: client.put("/settings/marketing", json={footer.field: footer.value})
+            stage.ops_base,
+            lambda: client.put("/settings/marketing", json={footer.field: footer.value}),
         )
         assert answer.status_code == 422, answer.text
         problems = answer.json()["detail"]
@@ -311,7 +316,7 @@ async def _stored_footer_fails_every_campaign(stage: Stage, case: Case, footer: 
     try:
         sent_before = received_count(stage.smtp)
         campaign = _campaign(f"catalogue {case.id} stored", Template(), stage.audience)
-        final, _ = await while_healthy(stage.base, lambda: _store_and_launch(stage, campaign))
+        final, _ = await while_healthy(stage.ops_base, lambda: _store_and_launch(stage, campaign))
         assert final["status"] == "failed", final
         assert footer.stored_reason in (final["failure_reason"] or ""), final
         assert received_count(stage.smtp) == sent_before

@@ -87,12 +87,12 @@ async def mailbox_drained(installation: Installation, dovecot: Dovecot, messages
 
 
 def readiness(process: object) -> httpx.Response:
-    port = process.http_port  # type: ignore[attr-defined]
+    port = process.ops_port  # type: ignore[attr-defined]
     return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
 
 
 def metrics_of(process: object) -> str:
-    port = process.http_port  # type: ignore[attr-defined]
+    port = process.ops_port  # type: ignore[attr-defined]
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
 
@@ -299,6 +299,30 @@ async def test_wrong_credentials_are_reported_and_retried_until_fixed(
     await dovecot.append(bm.dsn("postmaster@mailroom.test", "late@example.net"))
     await mailbox_drained(installation, dovecot, 1)
     assert PASSWORD not in installation.log_text()
+
+
+async def test_a_bounce_mailbox_down_leaves_the_public_pages_ready(
+    installation: Installation, dovecot: Dovecot
+) -> None:
+    """In one process with the subscriptions pages, only the bounce processor is not ready."""
+    process = installation.start_services("bounce_processor", "subscriptions", log_name="both")
+    await change_settings(installation, mailbox(dovecot, port=1))
+    await wait_for(
+        lambda: _problem_contains(process, "connection refused by 127.0.0.1:1"), 30, "refused"
+    )
+    answer = readiness(process)
+    assert answer.status_code == 200, answer.text
+    services = answer.json()["services"]
+    assert services["subscriptions"] == {"ready": True, "problems": {}}
+    assert services["bounce_processor"]["ready"] is False
+    ops = f"http://127.0.0.1:{process.ops_port}"  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=ops) as client:
+        assert (await client.get("/readyz/bounce_processor")).status_code == 503
+        assert (await client.get("/readyz/subscriptions")).status_code == 200
+        # the public port serves the pages, not the ops endpoints
+        public = f"http://127.0.0.1:{process.http_port}"  # type: ignore[attr-defined]
+        assert (await client.get(f"{public}/readyz")).status_code == 404
+        assert (await client.get(f"{public}/metrics")).status_code == 404
 
 
 async def _problem_contains(process: object, text: str) -> bool:

@@ -14,6 +14,7 @@ from mailroom.campaigns import send_command
 from tests.support.environment import Installation, wait_for
 from tests.support.scenario import (
     campaign_reaches,
+    items_in,
     pool_of,
     received_count,
     smtp_received,
@@ -32,18 +33,9 @@ from tests.support.smtp import SmtpServer
 pytestmark = pytest.mark.integration
 
 
-async def _count(pool: asyncpg.Pool, campaign_id: int, *statuses: str) -> int:
-    n: int = await pool.fetchval(
-        "SELECT count(*) FROM campaign_items WHERE campaign_id = $1 AND status = ANY($2)",
-        campaign_id,
-        list(statuses),
-    )
-    return n
-
-
 async def _nothing_in_flight(pool: asyncpg.Pool, campaign_id: int) -> None:
     async def settled() -> bool:
-        return await _count(pool, campaign_id, "sending") == 0
+        return await items_in(pool, campaign_id, "sending") == 0
 
     await wait_for(settled, 30, "the batch in flight to finish")
 
@@ -131,7 +123,7 @@ async def test_pause_stops_sending_and_resume_finishes_with_everyone_once(
     # the emails being sent when the pause arrived may still arrive (the in-flight window) ...
     await asyncio.sleep(1)
     after_pause = received_count(smtp_server)
-    # ... then nothing: held batches wait out the first retry tier (1 s) and are held again
+    # ... then nothing: the rest of every batch is parked in the database
     await asyncio.sleep(4)
     assert received_count(smtp_server) == after_pause
     print(f"\npaused with {after_pause} of 1,000 received")

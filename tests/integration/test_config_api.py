@@ -78,7 +78,7 @@ async def settings_changed(install: Installation) -> AsyncIterator[EventTap]:
 
 
 async def test_every_call_needs_the_admin_token(config: tuple[Installation, str]) -> None:
-    _install, base = config
+    install, base = config
     calls = [
         ("GET", "/settings", None),
         ("GET", "/settings/smtp", None),
@@ -114,15 +114,34 @@ async def test_every_call_needs_the_admin_token(config: tuple[Installation, str]
         # the same calls with the token get through the door (whatever they answer then)
         assert (await client.get("/settings", headers=AUTH)).status_code == 200
         assert (await client.get("/settings/nope", headers=AUTH)).status_code == 404
-        # health, metrics and the API's description stay public
-        assert (await client.get("/healthz")).json()["services"] == ["config"]
+        # the API's description stays public; health and metrics are on the ops port only
         assert (await client.get("/openapi.json")).json()["info"]["title"] == "Mailroom config"
         assert (await client.get("/docs")).status_code == 200
-        assert (await client.get("/metrics")).status_code == 200
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await client.get(path)).status_code == 404, path
+    ops_port = install.processes[0].ops_port  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}") as ops:
+        assert (await ops.get("/healthz")).json()["services"] == ["config"]
+        assert (await ops.get("/metrics")).status_code == 200
 
 
-async def test_without_a_configured_token_every_call_is_refused() -> None:
-    install = Installation()
+async def test_in_production_the_config_service_needs_an_admin_token() -> None:
+    install = Installation(admin_token="")
+    await install.setup()
+    try:
+        with pytest.raises(RuntimeError, match="exited early") as refused:
+            install.start_services("config", log_name="config-production-no-token")
+        assert (
+            "refusing to start: MAILROOM_ADMIN_TOKEN is not set: the config service refuses to"
+            " start without the admin API's bearer token in production"
+        ) in str(refused.value)
+        assert "Traceback" not in install.log_text()
+    finally:
+        await install.teardown()
+
+
+async def test_in_development_without_a_token_every_call_is_refused() -> None:
+    install = Installation(admin_token="", environment="development")
     await install.setup()
     try:
         process = install.start_services("config", log_name="config-no-token")
@@ -132,7 +151,9 @@ async def test_without_a_configured_token_every_call_is_refused() -> None:
                 answer = await client.get("/settings", headers=headers)
                 assert answer.status_code == 503
                 assert "MAILROOM_ADMIN_TOKEN is not set" in answer.json()["detail"]
-            assert (await client.get("/readyz")).status_code == 200
+            ops_port = process.ops_port  # type: ignore[attr-defined]
+            ready = await client.get(f"http://127.0.0.1:{ops_port}/readyz")
+            assert ready.status_code == 200
         assert "MAILROOM_ADMIN_TOKEN is not set" in install.log_text()
     finally:
         await install.teardown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import asyncpg
@@ -42,13 +43,13 @@ async def test_one_process_per_service_with_two_sender_replicas(
     recipients = smtp_server.handler.recipients()
     assert set(recipients) == audience.eligible and max(recipients.values()) == 1
     for sender in senders:
-        port = sender.http_port  # type: ignore[attr-defined]
+        port = sender.ops_port  # type: ignore[attr-defined]
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         sent_line = next(
             line
             for line in metrics.splitlines()
-            if line.startswith('mailroom_deliveries_total{status="sent"}')
+            if line.startswith('mailroom_deliveries_total{kind="campaign",status="sent"}')
         )
         print(f"\nsender replica: {sent_line}")
         assert float(sent_line.split()[-1]) > 0, "both replicas should have taken batches"
@@ -56,22 +57,31 @@ async def test_one_process_per_service_with_two_sender_replicas(
 
 async def test_health_readiness_and_metrics_endpoints(installation: Installation) -> None:
     process = installation.start_services("completion")
-    base = f"http://127.0.0.1:{process.http_port}"  # type: ignore[attr-defined]
+    base = f"http://127.0.0.1:{process.ops_port}"  # type: ignore[attr-defined]
     async with httpx.AsyncClient(base_url=base) as client:
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json()["services"] == ["completion"]
         ready = await client.get("/readyz")
-        assert ready.status_code == 200 and ready.json() == {"ready": True, "problems": {}}
+        assert ready.status_code == 200 and ready.json() == {
+            "ready": True,
+            "problems": {},
+            "services": {"completion": {"ready": True, "problems": {}}},
+        }
+        assert (await client.get("/readyz/completion")).status_code == 200
+        assert (await client.get("/readyz/subscriptions")).status_code == 404
         metrics = await client.get("/metrics")
         assert 'mailroom_service_up{service="completion"} 1.0' in metrics.text
+        # completion has no public pages: nothing listens on MAILROOM_HTTP_PORT
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{process.http_port}/healthz")  # type: ignore[attr-defined]
 
 
 async def test_migrations_are_safe_when_replicas_start_together() -> None:
-    """Four replicas start at once on a database that does not exist yet."""
+    """Four `mailroom migrate --create-database` at once on a database that does not exist."""
     database = f"mailroom_test_migrate_{uuid.uuid4().hex[:8]}"
     url = f"{POSTGRES_SERVER}/{database}"
     try:
-        results = await asyncio.gather(*(migrate(url) for _ in range(4)))
+        results = await asyncio.gather(*(migrate(url, create_database=True) for _ in range(4)))
         applied = [versions for versions in results if versions]
         assert len(applied) == 1, f"one replica applies the schema, the others wait: {results}"
         conn = await asyncpg.connect(url)
@@ -83,3 +93,26 @@ async def test_migrations_are_safe_when_replicas_start_together() -> None:
         admin = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres")
         await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
         await admin.close()
+
+
+async def test_json_log_lines_carry_the_campaign_and_message(smtp_server: SmtpServer) -> None:
+    install = Installation(log_format="json")
+    pool = await install.setup()
+    try:
+        audience = await make_audience(pool, 20)
+        await use_smtp_server(pool, smtp_server.port)
+        campaign_id = await make_campaign(pool, audience)
+        install.start_services(
+            "item_generator", "message_processor", "outbound_sender", "completion"
+        )
+        await send_command(install.settings, CampaignLaunch(campaign_id=campaign_id))
+        await campaign_reaches(install, campaign_id)
+        lines = [json.loads(line) for line in install.log_text().splitlines() if line.strip()]
+        launched = next(
+            line for line in lines if line["message"].startswith(f"campaign {campaign_id} launched")
+        )
+        assert launched["level"] == "info" and launched["campaign_id"] == campaign_id
+        assert launched["message_id"] and launched["queue"].endswith(".item_generator.commands")
+        assert not any("@" in line["message"] for line in lines if line["level"] == "info")
+    finally:
+        await install.teardown()

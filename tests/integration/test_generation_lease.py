@@ -7,7 +7,6 @@ import asyncpg
 import pytest
 from mailroom_common.campaign_lifecycle import claim_generation
 from mailroom_common.events import CampaignLaunch
-from mailroom_item_generator.generator import LEASE_SECONDS
 
 from mailroom.campaigns import send_command
 from tests.support.environment import Installation, wait_for
@@ -26,8 +25,9 @@ async def test_a_process_takes_up_its_own_cut_off_generation_and_nobody_elses(
         " lease_until) VALUES ('c', 's', 'news@mailroom.test', '<p>x</p>', 'generating',"
         " 'host:1', now() + interval '60 seconds') RETURNING id"
     )
-    assert await claim_generation(pool, "host:2", LEASE_SECONDS) is None
-    assert await claim_generation(pool, "host:1", LEASE_SECONDS) == campaign_id
+    lease = installation.settings.generation_lease_seconds
+    assert await claim_generation(pool, "host:2", lease) is None
+    assert await claim_generation(pool, "host:1", lease) == campaign_id
 
 
 async def test_a_stopping_generator_hands_its_campaign_over_at_once() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import aio_pika
 import asyncpg
 import httpx
 from mailroom_common.broker import Topology
+from mailroom_common.broker_policy import BrokerPolicyError, remove_delivery_limit
 from mailroom_common.db import create_pool, quote_ident
 from mailroom_common.migrate import migrate
 from mailroom_common.settings import Settings
@@ -33,6 +35,8 @@ RUN_KEYS = {
     "MAILROOM_SIGNING_KEY": secrets.token_urlsafe(48),
     "MAILROOM_SETTINGS_KEY": secrets.token_urlsafe(48),
 }
+# the config service refuses to start without an admin token in production
+RUN_ADMIN_TOKEN = secrets.token_urlsafe(24)
 
 
 def _settings_from(env: dict[str, str]) -> Settings:
@@ -64,6 +68,8 @@ class Installation:
             "MAILROOM_LOG_LEVEL": "INFO",
             "MAILROOM_GRACEFUL_TIMEOUT_SECONDS": "20",
             "MAILROOM_ENVIRONMENT": "production",
+            "MAILROOM_ADMIN_TOKEN": RUN_ADMIN_TOKEN,
+            "MAILROOM_LOG_FORMAT": "text",
             **RUN_KEYS,
         }
         self.env.update({f"MAILROOM_{k.upper()}": str(v) for k, v in overrides.items()})
@@ -73,7 +79,7 @@ class Installation:
         self.logs: list[Path] = []
 
     async def setup(self) -> asyncpg.Pool:
-        await migrate(self.settings.database_url)
+        await migrate(self.settings.database_url, create_database=True)
         self.pool = await create_pool(self.settings)
         return self.pool
 
@@ -99,12 +105,22 @@ class Installation:
                 await channel.queue_delete(name)
             for exchange in topology.exchanges():
                 await channel.exchange_delete(exchange.name)
+        with contextlib.suppress(BrokerPolicyError):
+            await remove_delivery_limit(self.settings, topology)
 
     # --- service processes -----------------------------------------------------------
 
     def start_services(self, *services: str, log_name: str = "services") -> subprocess.Popen[bytes]:
-        port = free_port()
-        env = {**os.environ, **self.env, "MAILROOM_HTTP_PORT": str(port)}
+        """Start `mailroom run SERVICES` (all by default) and wait until /readyz says ready.
+        The process gets `http_port` (public pages) and `ops_port` (/healthz, /readyz,
+        /metrics) attributes."""
+        port, ops_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            **self.env,
+            "MAILROOM_HTTP_PORT": str(port),
+            "MAILROOM_OPS_PORT": str(ops_port),
+        }
         log_path = (
             Path(os.environ.get("TMPDIR", "/tmp"))
             / f"{self.database}-{log_name}-{len(self.logs)}.log"
@@ -118,23 +134,32 @@ class Installation:
             cwd=ROOT,
         )
         process.http_port = port  # type: ignore[attr-defined]
+        process.ops_port = ops_port  # type: ignore[attr-defined]
         self.processes.append(process)
         self.logs.append(log_path)
-        self._wait_healthy(process, port, log_path)
+        self._wait_healthy(process, ops_port, log_path)
         return process
 
-    def _wait_healthy(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    def _wait_healthy(
+        self, process: subprocess.Popen[bytes], ops_port: int, log_path: Path
+    ) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"services exited early:\n{log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                answer = httpx.get(f"http://127.0.0.1:{ops_port}/readyz", timeout=1)
+                if answer.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"services not ready in 60 s:\n{log_path.read_text()[-4000:]}")
+
+    @staticmethod
+    def metrics_url(process: subprocess.Popen[bytes]) -> str:
+        """Where a started process serves /metrics."""
+        return f"http://127.0.0.1:{process.ops_port}/metrics"  # type: ignore[attr-defined]
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())

@@ -44,6 +44,16 @@ async def campaign_reaches(
     return result
 
 
+async def items_in(pool: asyncpg.Pool, campaign_id: int, *statuses: str) -> int:
+    """How many of the campaign's items are in one of `statuses`."""
+    n: int = await pool.fetchval(
+        "SELECT count(*) FROM campaign_items WHERE campaign_id = $1 AND status = ANY($2)",
+        campaign_id,
+        list(statuses),
+    )
+    return n
+
+
 def received_count(smtp: SmtpServer) -> int:
     with smtp.handler.lock:
         return len(smtp.handler.received)

@@ -41,7 +41,7 @@ class RecordingRuntime:
 @pytest.fixture
 async def runtime() -> AsyncIterator[RecordingRuntime]:
     database = f"mailroom_test_{uuid.uuid4().hex[:10]}"
-    await migrate(f"{POSTGRES_SERVER}/{database}")
+    await migrate(f"{POSTGRES_SERVER}/{database}", create_database=True)
     pool = await asyncpg.create_pool(f"{POSTGRES_SERVER}/{database}", min_size=1, max_size=4)
     assert pool is not None
     try:

@@ -6,6 +6,7 @@ broker never see each other's messages.
 - `<p>.commands` (topic): campaign.launch/pause/resume/cancel, from marketers and the CRM.
 - `<p>.events` (topic): delivery.results, campaign.completed, settings.changed, ...
 - `<p>.work` (direct): internal hand-offs, items.page and outbound.batch.
+- Work queues: their delivery limit is the policy `<p>.delivery-limit` (`broker_policy`).
 - `<p>.dlx` (direct): dead letters, routed by the name of the queue they came from to
   `<queue>.dlq`, a queue nobody consumes: it keeps what needs a person. The per-process
   settings.changed queues share one, `<p>.settings-changed.dlq`.
@@ -18,10 +19,13 @@ broker never see each other's messages.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from aio_pika.exceptions import ChannelPreconditionFailed
 from faststream.message import StreamMessage
 from faststream.rabbit import (
     Channel,
@@ -31,9 +35,13 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitQueue,
 )
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import REGISTRY
 
 from mailroom_common.events import Event, event_json
 from mailroom_common.settings import Settings
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 PRIORITY_ROUTING_KEY = "outbound.priority"
@@ -184,10 +192,14 @@ class Topology:
         ]
 
     def work_queue(self, service: str, purpose: str, routing_key: str) -> RabbitQueue:
-        """A durable quorum queue whose rejected or over-delivered messages go to its DLQ."""
+        """A durable quorum queue whose rejected or over-delivered messages go to its DLQ.
+
+        Its delivery limit is a policy (`broker_policy`), not an argument, so it can change.
+        `declare=False`: `declare_topology` declares and binds it, a subscriber only checks
+        that it exists (a queue of an older version, declared with `x-delivery-limit`, would
+        refuse a declaration without it)."""
         name = f"{self.prefix}.{service}.{purpose}"
         arguments: Any = {
-            "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-exchange": self.dead_letters.name,
             "x-dead-letter-routing-key": name,
             "x-dead-letter-strategy": "at-least-once",
@@ -199,6 +211,7 @@ class Topology:
             durable=True,
             routing_key=routing_key,
             arguments=arguments,
+            declare=False,
         )
 
     @staticmethod
@@ -253,9 +266,13 @@ def make_broker(settings: Settings) -> RabbitBroker:
         # every subscriber of this broker gets the raw bytes (see raw_body)
         decoder=raw_body,
         # publisher confirms are on by default; an unroutable message is an error, not silence
-        default_channel=Channel(publisher_confirms=True, on_return_raises=True, prefetch_count=8),
+        default_channel=Channel(
+            publisher_confirms=True, on_return_raises=True, prefetch_count=settings.prefetch
+        ),
         graceful_timeout=settings.graceful_timeout_seconds,
         logger=None,
+        # faststream_received_messages_total, _processing_time_seconds, _published_... per queue
+        middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name="mailroom")],
     )
 
 
@@ -275,13 +292,30 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
         }
 
         async def queue(q: RabbitQueue, exchange: str, routing_key: str | None) -> None:
-            declared = await channel.declare_queue(
-                q.name,
-                durable=q.durable,
-                exclusive=q.exclusive,
-                auto_delete=q.auto_delete,
-                arguments=q.arguments,
-            )
+            nonlocal channel
+            try:
+                declared = await channel.declare_queue(
+                    q.name,
+                    durable=q.durable,
+                    exclusive=q.exclusive,
+                    auto_delete=q.auto_delete,
+                    arguments=q.arguments,
+                )
+            except ChannelPreconditionFailed as error:
+                if "x-delivery-limit" not in str(error):
+                    raise
+                # the error closed the channel; the queue exists: take it as it is
+                channel = await connection.channel()
+                declared = await channel.declare_queue(q.name, passive=True)
+                log.warning(
+                    "queue %s was declared by an older Mailroom with the argument"
+                    " x-delivery-limit; it is used as it is, but RabbitMQ applies the lower of"
+                    " that argument and MAILROOM_DELIVERY_LIMIT (policy %s.delivery-limit):"
+                    " delete the queue once it is empty and the next start declares it"
+                    " without the argument",
+                    q.name,
+                    topology.prefix,
+                )
             await declared.bind(exchanges[exchange], routing_key=routing_key)
 
         dlx = topology.dead_letters.name
@@ -323,4 +357,5 @@ async def publish_event(
         content_type=JSON,
         message_type=event.routing_key,
         mandatory=mandatory,
+        timestamp=datetime.now(UTC),  # its age when consumed: mailroom_queue_message_age_seconds
     )

@@ -1,4 +1,4 @@
-"""The asyncpg pool, and creating the database when it is missing."""
+"""The asyncpg pool; a missing database is an error naming the setting, created only when asked."""
 
 from __future__ import annotations
 
@@ -17,6 +17,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
         )
+
+
+class MissingDatabase(Exception):
+    """The database named by MAILROOM_DATABASE_URL does not exist."""
+
+    def __init__(self, database_url: str) -> None:
+        name = urlsplit(database_url).path.lstrip("/")
+        super().__init__(
+            f"database {name!r} does not exist (MAILROOM_DATABASE_URL); check the URL, or"
+            " create it with `mailroom migrate --create-database`"
+        )
+
+
+async def connect(database_url: str) -> asyncpg.Connection:
+    """One connection; `MissingDatabase` when the database does not exist."""
+    try:
+        return await asyncpg.connect(database_url)
+    except asyncpg.InvalidCatalogNameError:
+        raise MissingDatabase(database_url) from None
 
 
 async def ensure_database(database_url: str) -> None:
@@ -43,16 +62,19 @@ async def ensure_database(database_url: str) -> None:
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1) -> Pool:
-    pool: Pool | None = await asyncpg.create_pool(
-        settings.database_url,
-        min_size=min_size,
-        max_size=settings.database_pool_size,
-        init=_init_connection,
-        command_timeout=60,
-        # JIT compiles a statement whose estimate looks big (a generic plan of the sender's
-        # checks at a million items): 0.6-1 s of CPU per statement, for rows read in 1 ms.
-        server_settings={"jit": "off"},
-    )
+    try:
+        pool: Pool | None = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=min_size,
+            max_size=settings.database_pool_size,
+            init=_init_connection,
+            command_timeout=60,
+            # JIT compiles a statement whose estimate looks big (a generic plan of the sender's
+            # checks at a million items): 0.6-1 s of CPU per statement, for rows read in 1 ms.
+            server_settings={"jit": "off"},
+        )
+    except asyncpg.InvalidCatalogNameError:
+        raise MissingDatabase(settings.database_url) from None
     assert pool is not None
     return pool
 

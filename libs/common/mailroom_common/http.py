@@ -1,17 +1,54 @@
-"""/healthz, /readyz and /metrics for every process."""
+"""The ops port of every process (/healthz, /readyz, /readyz/SERVICE, /metrics), and the
+dispatcher of the public port's pages among the services of a process."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-ReadinessProbe = Callable[[], Awaitable[dict[str, str | None]]]
+
+@dataclass(frozen=True)
+class Readiness:
+    """What /readyz answers: the process and each of its services, with what is wrong."""
+
+    ready: bool
+    problems: dict[str, str]  # everything wrong, failing the process or not
+    services: dict[str, dict[str, object]]  # name -> {"ready": bool, "problems": {...}}
+
+    @classmethod
+    def of(
+        cls, shared: Mapping[str, str | None], own: Mapping[str, Mapping[str, str | None]]
+    ) -> Readiness:
+        """`shared`: what every service needs (database, broker); `own`: each service's own
+        checks. A service is ready when both are fine; the process when it runs at least
+        one ready service (one service's own trouble does not stop the others)."""
+        common = {name: problem for name, problem in shared.items() if problem}
+        services: dict[str, dict[str, object]] = {}
+        problems = dict(common)
+        for service, checks in own.items():
+            failing = {name: problem for name, problem in checks.items() if problem}
+            problems.update(failing)
+            services[service] = {"ready": not common and not failing, "problems": failing}
+        ready = not common and (not services or any(s["ready"] for s in services.values()))
+        return cls(ready, problems, services)
+
+    def as_json(self) -> dict[str, object]:
+        return {"ready": self.ready, "problems": self.problems, "services": self.services}
+
+
+ReadinessProbe = Callable[[], Awaitable[Readiness]]
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """The public port's answer outside every service's pages."""
+    await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
 
 
 class PathDispatcher:
@@ -33,13 +70,22 @@ class PathDispatcher:
 
 
 def health_app(services: list[str], readiness: ReadinessProbe) -> Starlette:
+    """The ops port: /healthz answers while the process runs (no I/O); /readyz is 503 while
+    the process should take no traffic; /readyz/SERVICE for one service; /metrics."""
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok", "services": services})
 
     async def readyz(_: Request) -> Response:
-        problems = {k: v for k, v in (await readiness()).items() if v}
-        status = 200 if not problems else 503
-        return JSONResponse({"ready": not problems, "problems": problems}, status_code=status)
+        answer = await readiness()
+        return JSONResponse(answer.as_json(), status_code=200 if answer.ready else 503)
+
+    async def service_readyz(request: Request) -> Response:
+        name = request.path_params["service"]
+        if name not in services:
+            return JSONResponse({"detail": f"this process does not run {name}"}, 404)
+        answer = (await readiness()).services[name]
+        return JSONResponse(answer, status_code=200 if answer["ready"] else 503)
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -48,6 +94,7 @@ def health_app(services: list[str], readiness: ReadinessProbe) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/readyz/{service}", service_readyz),
             Route("/metrics", metrics),
         ]
     )

@@ -16,6 +16,7 @@ import aiosmtplib
 from aioimaplib import aioimaplib
 
 from mailroom_common.runtime_settings import BounceMailbox
+from mailroom_common.tls import tls_context
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:
@@ -53,14 +54,6 @@ def describe_failure(error: BaseException, host: str, port: int, seconds: float)
 
 def scrub(text: str, secret: str) -> str:
     return text.replace(secret, "********") if secret else text
-
-
-def tls_context(verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def reply_text(lines: list[bytes]) -> str:

@@ -8,6 +8,8 @@ Every subscriber gets the raw bytes (`broker.raw_body` is the decoder of every b
   (`asyncpg.DataError`: a number out of range, a NUL character, ...): the message goes to
   its queue's dead-letter queue with the reason in `x-mailroom-error` (the handler's
   `give_up` runs first where the message was valid), and the consumer carries on.
+- Every log line while a message is handled carries its queue, message id and the ids it
+  names (campaign, page, item, contact: `log_fields`).
 - Any other error (database down, broker hiccup): the message is requeued after a pause;
   once it has been delivered `delivery_limit` times the handler's `give_up` runs (e.g. fail
   the items it carried, so no campaign waits for ever) and it is dead-lettered with the error.
@@ -20,6 +22,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -31,7 +34,8 @@ from pydantic import ValidationError
 from mailroom_common.broker import raw_body
 from mailroom_common.events import Event
 from mailroom_common.jobs import job_of_queue
-from mailroom_common.metrics import MESSAGES_HANDLED
+from mailroom_common.logs import add_log_fields, log_context
+from mailroom_common.metrics import DEAD_LETTERS, MESSAGES_HANDLED, QUEUE_MESSAGE_AGE_SECONDS
 from mailroom_common.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -53,9 +57,6 @@ JSON_CONTENT_TYPE = "application/json"
 # the JSON parser's (pydantic-core's) nesting limit: deeper input is refused, never a
 # RecursionError
 MAX_JSON_DEPTH = 200
-# messages a consumer holds unacknowledged (and handles at once) unless its service says:
-# each is in memory, as it came and decoded, until it is settled
-DEFAULT_PREFETCH = 8
 # errors PostgreSQL gives for the data itself: the same message fails the same way every time
 PERMANENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.DataError,  # class 22: out of range, NUL, bad text representation, ...
@@ -86,12 +87,17 @@ def subscribe(
     give_up: Callable[[E, str], Awaitable[None]] | None = None,
     *,
     dead_letter_key: str | None = None,
-    prefetch: int = DEFAULT_PREFETCH,
+    prefetch: int | None = None,
 ) -> None:
     """Consume `queue` (bound to `exchange`) with `process`: the one way a service
     subscribes. Raw bytes in, manual acks, every message settled by `take`. At most
-    `prefetch` messages are delivered and handled at once (a channel of its own)."""
-    channel = Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
+    `prefetch` messages (by default MAILROOM_PREFETCH) are delivered and handled at once
+    (a channel of its own); each is in memory, as it came and decoded, until it is settled."""
+    channel = Channel(
+        prefetch_count=runtime.settings.prefetch if prefetch is None else prefetch,
+        publisher_confirms=True,
+        on_return_raises=True,
+    )
     job = job_of_queue(runtime.topology, queue.name)
     if job is not None:  # each message handled is a run of its job (the heartbeats)
         process = runtime.jobs.tracked(job.name, process)
@@ -142,7 +148,21 @@ async def dead_letter(
         content_type=raw.content_type,
         message_type=raw.type,
     )
+    DEAD_LETTERS.labels(queue.name).inc()
     log.warning("dead-lettered a message from %s: %s", queue.name, reason)
+
+
+def _observe_age(queue: RabbitQueue, message: RabbitMessage) -> None:
+    """Since publication, or since it left a retry tier (its wait there is deliberate)."""
+    published = message.raw_message.timestamp
+    deaths = (message.headers or {}).get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        published = deaths[0].get("time", published)
+    if isinstance(published, datetime):
+        if published.tzinfo is None:
+            published = published.replace(tzinfo=UTC)
+        age = (datetime.now(UTC) - published).total_seconds()
+        QUEUE_MESSAGE_AGE_SECONDS.labels(queue.name).observe(max(0.0, age))
 
 
 def delivery_count(message: RabbitMessage) -> int:
@@ -161,17 +181,41 @@ async def take(
     dead_letter_key: str | None = None,
 ) -> None:
     """Handle one message from `queue` with `process`; the message is acked or requeued here."""
-    try:
-        outcome = await _handle(runtime, queue, message, models, process, give_up, dead_letter_key)
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        # dead-lettering or giving up failed (broker or database down): try again later,
-        # the delivery limit of the queue stays the last resort
-        log.warning("could not settle a message from %s: %r", queue.name, error)
-        await _requeue(message)
-        outcome = "requeued"
+    _observe_age(queue, message)
+    with log_context(queue=queue.name, message_id=message.message_id or None):
+        try:
+            outcome = await _handle(
+                runtime, queue, message, models, process, give_up, dead_letter_key
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # dead-lettering or giving up failed (broker or database down): try again later,
+            # the delivery limit of the queue stays the last resort
+            log.warning("could not settle a message from %s: %r", queue.name, error)
+            await _requeue(message)
+            outcome = "requeued"
     MESSAGES_HANDLED.labels(queue.name, outcome).inc()
+
+
+def log_fields(event: Event) -> dict[str, Any]:
+    """The ids of `event` that every log line about it carries (never an address)."""
+    fields = {
+        name: getattr(event, name, None)
+        for name in ("campaign_id", "page_id", "item_id", "contact_id", "list_id")
+    }
+    emails = getattr(event, "emails", None)
+    if isinstance(emails, list):
+        fields["batch_items"] = len(emails)
+        if len(emails) == 1:
+            fields["item_id"] = emails[0].item_id
+    item_ids = getattr(event, "item_ids", None)
+    if isinstance(item_ids, list):
+        fields["batch_items"] = len(item_ids)
+    kind = getattr(event, "kind", None)
+    if isinstance(kind, str):
+        fields["kind"] = kind
+    return fields
 
 
 async def _requeue(message: RabbitMessage) -> None:
@@ -197,6 +241,7 @@ async def _handle(
         event = parse(message, models)
     except Rejected as error:
         return await refuse(str(error))
+    add_log_fields(**log_fields(event))
     try:
         await process(event, message)
     except Rejected as error:

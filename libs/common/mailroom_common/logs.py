@@ -1,14 +1,86 @@
-"""One log format for every service: time, level, logger, message."""
+"""One log format for every service: JSON lines (MAILROOM_LOG_FORMAT=json, the default) or
+text for a terminal, each carrying the ids of the work at hand.
+
+`log_context(campaign_id=..., batch_id=...)` adds fields to every line logged inside it (a
+context variable: a handler's tasks inherit it, other handlers do not see it). `intake`
+sets the message id and the campaign, batch, page or item ids of the message it hands over.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+_context: ContextVar[dict[str, Any] | None] = ContextVar("mailroom_log_context", default=None)
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(level: str = "INFO") -> None:
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add `fields` (those not None) to every line logged inside the block."""
+    current = _context.get() or {}
+    token = _context.set({**current, **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def add_log_fields(**fields: Any) -> None:
+    """Add `fields` (those not None) to the innermost `log_context` for the rest of it."""
+    current = _context.get()
+    if current is None:
+        current = {}
+        _context.set(current)
+    current.update({k: v for k, v in fields.items() if v is not None})
+
+
+def current_log_context() -> dict[str, Any]:
+    return dict(_context.get() or {})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the context's ids, and the
+    traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_context.get() or {})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """The terminal format, with the context's ids after the message."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = _context.get()
+        if not fields:
+            return text
+        first, newline, rest = text.partition("\n")
+        ids = " ".join(f"{key}={value}" for key, value in fields.items())
+        return f"{first} [{ids}]{newline}{rest}"
+
+
+def configure_logging(level: str = "INFO", log_format: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

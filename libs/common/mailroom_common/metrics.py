@@ -1,5 +1,6 @@
-"""Domain metrics (Prometheus). FastStream's own consumer metrics are not used: ours say
-what happened to emails and campaigns, which is what an SRE alerts on."""
+"""Domain metrics (Prometheus): what happened to emails and campaigns, which is what an SRE
+alerts on. FastStream's broker-side metrics (faststream_*) are served beside them. Units are
+in the names; no label carries personal data (no address, no subject)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,41 @@ EMAILS_RENDERED = Counter("mailroom_emails_rendered_total", "Emails rendered.", 
 RENDER_FAILURES = Counter(
     "mailroom_render_failures_total", "Items failed at rendering, by scope.", ["scope"]
 )
-DELIVERIES = Counter("mailroom_deliveries_total", "SMTP delivery outcomes, by status.", ["status"])
+DELIVERIES = Counter(
+    "mailroom_deliveries_total",
+    "Delivery outcomes recorded by the sender, by kind (campaign, autoresponder) and status"
+    " (sent, retry, failed).",
+    ["kind", "status"],
+)
 SMTP_SEND_SECONDS = Histogram(
     "mailroom_smtp_send_seconds",
-    "Time of one SMTP transaction.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    "Time of one SMTP transaction, by outcome (sent, retry, failed); up to the account's timeout.",
+    ["outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+SMTP_REPLIES = Counter(
+    "mailroom_smtp_replies_total",
+    "SMTP answers to a transaction, by class: 2xx, 4xx, 5xx, or none (the connection failed).",
+    ["class"],
+)
+QUEUE_MESSAGE_AGE_SECONDS = Histogram(
+    "mailroom_queue_message_age_seconds",
+    "Time from publication to consumption of a broker message, by queue.",
+    ["queue"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+)
+DEAD_LETTERS = Counter(
+    "mailroom_dead_letters_total", "Messages dead-lettered, by the queue they came from.", ["queue"]
+)
+AUTORESPONDER_DUE_TO_SENT_SECONDS = Histogram(
+    "mailroom_autoresponder_due_to_sent_seconds",
+    "Time from an autoresponder email's due time to its acceptance by the SMTP server.",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+CAMPAIGN_ITEMS = Gauge(
+    "mailroom_campaign_items",
+    "Items of running campaigns (scheduled, generating, sending, paused), by status.",
+    ["status"],
 )
 RATE_LIMIT_WAIT_SECONDS = Counter(
     "mailroom_rate_limit_wait_seconds_total", "Time spent waiting for the shared send rate."

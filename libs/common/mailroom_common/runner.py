@@ -1,8 +1,17 @@
 """Runs a set of services in one process (`mailroom run all` or `mailroom run SERVICE`).
 
-Start: migrate, connect, declare the whole topology, start consumers, periodic tasks and
-the HTTP endpoints. Stop (SIGTERM/SIGINT): stop taking work, let in-flight handlers finish
-(up to the graceful timeout), then close connections.
+Start: check the schema is current (or migrate, with MAILROOM_MIGRATE_ON_START=true), open
+the ops port (/healthz, /readyz, /metrics), connect, declare the whole topology and put the
+delivery-limit policy, start consumers, periodic tasks and the public pages (only a process
+running a service that has some). Stop (SIGTERM/SIGINT): stop taking work, let in-flight
+handlers finish (up to the graceful timeout), then close connections.
+
+Readiness (/readyz): the process is ready once started, with its database and broker
+reachable, unless every service it runs fails a check of its own. A service's own check (the
+bounce mailbox) makes that service not ready (/readyz/SERVICE answers 503, /readyz reports
+it) without taking the other services of the process out of service: in `run all` a bounce
+mailbox that is down leaves the subscriptions pages ready; `run bounce_processor` alone is
+not ready.
 """
 
 from __future__ import annotations
@@ -19,13 +28,14 @@ from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 
 from mailroom_common.broker import declare_topology, make_broker
+from mailroom_common.broker_policy import apply_delivery_limit
 from mailroom_common.db import create_pool
 from mailroom_common.events import JobRun, SettingsChanged
-from mailroom_common.http import PathDispatcher, health_app
+from mailroom_common.http import PathDispatcher, Readiness, health_app, not_found
 from mailroom_common.intake import subscribe
 from mailroom_common.jobs import Heartbeats, jobs_of_services
 from mailroom_common.metrics import SERVICE_UP
-from mailroom_common.migrate import migrate
+from mailroom_common.migrate import migrate, require_current_schema
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import Service, ServiceFactory
 from mailroom_common.settings import Settings
@@ -113,24 +123,60 @@ class ServiceProcess:
         self.services: list[Service] = []
         self.runtime: Runtime | None = None
         self.stopping = asyncio.Event()
+        self.started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._http: _HttpServer | None = None
+        self._ops: _HttpServer | None = None
         self._pool: Pool | None = None
+
+    @staticmethod
+    def _port(server: _HttpServer | None) -> int | None:
+        if server is None or not server.servers:
+            return None
+        port: int = server.servers[0].sockets[0].getsockname()[1]
+        return port
 
     @property
     def http_port(self) -> int | None:
-        if self._http is None or not self._http.servers:
-            return None
-        port: int = self._http.servers[0].sockets[0].getsockname()[1]
-        return port
+        """The public pages' port; None when no service of this process has pages."""
+        return self._port(self._http)
+
+    @property
+    def ops_port(self) -> int | None:
+        return self._port(self._ops)
+
+    async def _serve(self, app: object, port: int, name: str) -> _HttpServer:
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host=self.settings.http_host,
+            port=port,
+            log_level="warning",
+            log_config=None,  # uvicorn's lines go through our handler (JSON or text)
+            lifespan="off",
+        )
+        server = _HttpServer(config)
+        self._tasks.append(asyncio.create_task(server.serve(), name=name))
+        while not server.started:  # uvicorn offers no event for this
+            if self._tasks[-1].done():  # the port is taken: uvicorn gave up
+                raise OSError(f"cannot listen on {self.settings.http_host}:{port} ({name})")
+            await asyncio.sleep(0.01)
+        return server
 
     async def start(self) -> None:
         settings = self.settings
-        await migrate(settings.database_url)
+        if settings.migrate_on_start:
+            await migrate(settings.database_url)
+        else:
+            await require_current_schema(settings.database_url)
         self._pool = await create_pool(settings)
         broker = make_broker(settings)
         self.runtime = runtime = Runtime.build(settings, self._pool, broker)
         self.services = [factory(runtime) for factory in self.factories.values()]
+        self._ops = await self._serve(
+            health_app([s.name for s in self.services], self.readiness),
+            settings.ops_port,
+            "ops-http",
+        )
         for service in self.services:
             if service.router is not None:
                 broker.include_router(service.router)
@@ -142,6 +188,7 @@ class ServiceProcess:
                 broker.include_router(listener)
         await broker.connect()
         await declare_topology(broker, runtime.topology)
+        await apply_delivery_limit(settings, runtime.topology)
         for service in self.services:
             for hook in service.on_start:
                 await hook()
@@ -159,38 +206,37 @@ class ServiceProcess:
             jobs_of_services(s.name for s in self.services),
         )
         self._tasks.append(asyncio.create_task(heartbeats.loop(self.stopping), name="heartbeats"))
-        config = uvicorn.Config(
-            PathDispatcher(
-                health_app([s.name for s in self.services], self.readiness),
-                [(s.http_paths, s.http_app) for s in self.services if s.http_app is not None],
-            ),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="warning",
-            lifespan="off",
-        )
-        self._http = _HttpServer(config)
-        self._tasks.append(asyncio.create_task(self._http.serve(), name="http"))
-        while not self._http.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-            await asyncio.sleep(0.01)
+        public = [(s.http_paths, s.http_app) for s in self.services if s.http_app is not None]
+        if public:
+            self._http = await self._serve(
+                PathDispatcher(not_found, public), settings.http_port, "http"
+            )
+        self.started = True
         log.info(
-            "running %s (http port %s)", ", ".join(s.name for s in self.services), self.http_port
+            "running %s (ops port %s, http port %s)",
+            ", ".join(s.name for s in self.services),
+            self.ops_port,
+            self.http_port,
         )
 
-    async def readiness(self) -> dict[str, str | None]:
+    async def readiness(self) -> Readiness:
         assert self.runtime is not None
-        problems: dict[str, str | None] = {}
+        # a stopping process takes no new traffic (its pages leave the Service's endpoints)
+        state = "stopping" if self.stopping.is_set() else None if self.started else "starting"
+        shared: dict[str, str | None] = {"process": state}
         try:
             await asyncio.wait_for(self.runtime.pool.fetchval("SELECT 1"), 2)
-            problems["database"] = None
+            shared["database"] = None
         except Exception as error:
-            problems["database"] = f"unreachable: {error!r}"
+            shared["database"] = f"unreachable: {error!r}"
         broker_ok = await self.runtime.broker.ping(timeout=2)
-        problems["broker"] = None if broker_ok else "unreachable"
+        shared["broker"] = None if broker_ok else "unreachable"
+        own: dict[str, dict[str, str | None]] = {}
         for service in self.services:
-            for check in service.ready_checks:
-                problems[f"{service.name}:{check.__name__}"] = await check()
-        return problems
+            own[service.name] = {
+                f"{service.name}:{check.__name__}": await check() for check in service.ready_checks
+            }
+        return Readiness.of(shared, own)
 
     async def stop(self) -> None:
         """Drain: no new work, in-flight handlers finish, then everything closes."""
@@ -201,7 +247,7 @@ class ServiceProcess:
         # periodic work (generation, schedules) and the services' own work (the bounce
         # mailbox) end their current unit while they can still publish; only then does the
         # broker stop
-        periodic = [t for t in self._tasks if t.get_name() != "http"]
+        periodic = [t for t in self._tasks if t.get_name() not in ("http", "ops-http")]
         if periodic:
             _done, late = await asyncio.wait(
                 periodic, timeout=self.settings.graceful_timeout_seconds
@@ -215,8 +261,9 @@ class ServiceProcess:
                 except Exception:
                     log.exception("draining %s failed", service.name)
         await self.runtime.broker.stop()
-        if self._http is not None:
-            self._http.should_exit = True
+        for server in (self._http, self._ops):
+            if server is not None:
+                server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for service in self.services:
             for hook in service.on_stop:

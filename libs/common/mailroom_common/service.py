@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else what is wrong
 
 
+class StartRefused(Exception):
+    """A service must not start as configured; the message says what to set."""
+
+
 @dataclass
 class PeriodicTask:
     name: str
@@ -65,7 +69,8 @@ class Service:
     on_settings_changed: list[Callable[[SettingsChanged], Awaitable[None]]] = field(
         default_factory=list
     )
-    # served on MAILROOM_HTTP_PORT beside /healthz, /readyz and /metrics, for these paths
+    # public pages, served on MAILROOM_HTTP_PORT for these paths (/healthz, /readyz and
+    # /metrics are on MAILROOM_OPS_PORT)
     http_app: ASGIApp | None = None
     http_paths: tuple[str, ...] = ()
     # job name -> what `mailroom jobs run` does beyond waking the periodic tasks of that job

@@ -58,10 +58,50 @@ class Settings(BaseSettings):
         description="Back-off tiers of temporary SMTP failures; after the last, the item fails.",
     )
     sweep_interval_seconds: float = Field(default=10.0, gt=0)
-    stale_after_seconds: float = Field(
-        default=300.0,
+    generation_lease_seconds: float = Field(
+        default=15.0,
         gt=0,
-        description="Age after which a stuck item or page is handed over again.",
+        allow_inf_nan=False,
+        description="The item generator's lease on a campaign, renewed with every page: how"
+        " long a generator that crashed keeps other replicas from taking the campaign over.",
+    )
+    generation_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How often the item generator looks for due campaigns (a launch wakes it"
+        " at once).",
+    )
+    republish_after_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Age of an item page still unpublished (publication lost) before the"
+        " item generator's sweep publishes it again.",
+    )
+    republish_pages: int = Field(
+        default=100, ge=1, le=100_000, description="Item pages published again per sweep."
+    )
+    settings_recheck_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How often the outbound sender reads the SMTP account's version, in case"
+        " a settings.changed event was missed.",
+    )
+    prefetch: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Broker messages a consumer holds and handles at once, unless its service"
+        " sets its own (the message processor: 2 pages).",
+    )
+    chunk_per_connection: int = Field(
+        default=4,
+        ge=1,
+        le=10_000,
+        description="Emails per SMTP connection that the outbound sender claims, sends and"
+        " records together; a pause or cancel stops a batch at its next chunk.",
     )
     archive_after_days: int = Field(
         default=30,
@@ -95,8 +135,34 @@ class Settings(BaseSettings):
     message_id_domain: str = "mailroom.test"
 
     http_host: str = "0.0.0.0"
-    http_port: int = Field(default=8080, ge=0, le=65535)
+    http_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="The public pages (subscriptions pages, the config admin API); opened only"
+        " by a process that runs one of those services. 0: a free port.",
+    )
+    ops_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="/healthz, /readyz and /metrics of every process. 0: a free port.",
+    )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per line; text: for a terminal."
+    )
+    migrate_on_start: bool = Field(
+        default=False,
+        description="Apply pending migrations when a service starts (otherwise run"
+        " `mailroom migrate`; a service refuses to start on an older schema).",
+    )
+    rabbitmq_management_url: str | None = Field(
+        default=None,
+        description="RabbitMQ's management HTTP API, which sets the delivery-limit policy"
+        " (MAILROOM_DELIVERY_LIMIT); default: the host and credentials of MAILROOM_RABBITMQ_URL"
+        " on port 15672.",
+    )
     graceful_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")

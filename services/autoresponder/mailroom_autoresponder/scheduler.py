@@ -36,7 +36,7 @@ SELECT i.id, i.autoresponder_id, i.contact_id, i.email,
          WHEN EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(i.email))
            THEN 'suppressed:address suppressed'
          WHEN NOT a.enabled THEN 'skipped:autoresponder disabled'
-         WHEN NOT c.email_valid OR i.email !~ '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$'
+         WHEN NOT c.email_valid OR NOT mailroom_address_ok(i.email)
            THEN 'skipped:invalid address'
          WHEN a.trigger_kind = 'contact.subscribed' AND NOT EXISTS (
              SELECT 1 FROM list_memberships m

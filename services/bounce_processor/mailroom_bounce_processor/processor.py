@@ -309,5 +309,11 @@ class BounceProcessor:
             try:
                 await self.runtime.announce(event)
             except Exception as error:
-                log.warning("could not publish bounce.detected for %s: %r", event.email, error)
+                log.warning(
+                    "could not publish bounce.detected (%s, item %s, campaign %s): %r",
+                    event.kind,
+                    event.item_id,
+                    event.campaign_id,
+                    error,
+                )
         return outcome

@@ -183,12 +183,12 @@ class Recorder:
                 conn, analysis, recipient, email, None, None, headers, mailbox
             )
             UNVERIFIED.labels(unverified.kind).inc()
+            # no address at info level: the digest finds the bounce record (and the address)
             log.info(
-                "bounce message %s: %s for %s recorded without proof (no signed VERP address"
+                "bounce message %s: %s recorded without proof (no signed VERP address"
                 " or Message-ID of its own): nothing changed",
                 analysis.digest[:16],
                 unverified.kind,
-                email,
             )
         return events
 

@@ -12,6 +12,7 @@ from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
 from mailroom_completion.completion import CompletionTracker
+from mailroom_completion.item_gauges import update_item_gauges
 from mailroom_completion.retention import Retention
 
 EVENTS: dict[str, type[Event]] = {
@@ -42,4 +43,9 @@ def build(runtime: Runtime) -> Service:
     archive = PeriodicTask(
         "archive-finished-campaigns", runtime.settings.sweep_interval_seconds, retention.sweep
     )
-    return Service("completion", router, periodic=[sweep, archive])
+    gauges = PeriodicTask(
+        "count-campaign-items",
+        runtime.settings.sweep_interval_seconds,
+        lambda: update_item_gauges(runtime),
+    )
+    return Service("completion", router, periodic=[sweep, archive, gauges])

@@ -530,7 +530,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             raise Invalid([FieldProblem("to", str(error))]) from None
         account, _ = await current().settings_store.load(SmtpAccount)
         result = await checks.send_test_email(account, to)
-        log.info("test email to %s via %s:%d: %s", to, account.host, account.port, result.reply)
+        log.info("test email via %s:%d: %s", account.host, account.port, result.reply)
         return ActionResult(ok=result.ok, reply=result.reply)
 
     @app.post(

@@ -19,9 +19,9 @@ from mailroom_common.imap import (
     logout,
     open_mailbox,
     scrub,
-    tls_context,
 )
 from mailroom_common.runtime_settings import BounceMailbox, SmtpAccount
+from mailroom_common.smtp_client import smtp_client
 from mailroom_common.smtp_replies import scrub_reply
 
 MAX_SECONDS = 30.0  # an action never waits longer than this, whatever the account's timeout
@@ -52,16 +52,7 @@ def test_message(account: SmtpAccount, to: str) -> EmailMessage:
 async def send_test_email(account: SmtpAccount, to: str) -> CheckResult:
     password = account.password.get_secret_value()
     seconds = min(account.timeout_seconds, MAX_SECONDS)
-    client = aiosmtplib.SMTP(
-        hostname=account.host,
-        port=account.port,
-        use_tls=account.security == "tls",
-        start_tls=account.security == "starttls",
-        tls_context=tls_context(account.verify_certificates)
-        if account.security != "none"
-        else None,
-        timeout=seconds,
-    )
+    client = smtp_client(account, seconds)
     try:
         async with asyncio.timeout(seconds * 2):
             await client.connect()

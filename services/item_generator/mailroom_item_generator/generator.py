@@ -25,7 +25,6 @@ from mailroom_common.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 15.0  # renewed with every page; a crashed holder blocks others this long
 
 # One item per address (case-insensitively, the lowest contact id's) subscribed to a target
 # list ($2), valid and not suppressed; ids are given in address order (byte order: the
@@ -40,7 +39,7 @@ SELECT $1, a.contact_id, a.email FROM (
     WHERE m.list_id = ANY($2::bigint[]) AND m.status = 'subscribed'
       AND ($3::text IS NULL OR lower(c.email) > $3::text)
       AND c.email_valid
-      AND c.email ~ '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$'
+      AND mailroom_address_ok(c.email)
       AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(c.email))
     ORDER BY lower(c.email) COLLATE "C", c.id) a
 """
@@ -97,9 +96,9 @@ SELECT p.id, p.campaign_id, array(
     WHERE p.first_item_id IS NULL AND i.page_id = p.id AND i.status = 'pending'
     ORDER BY 1) AS item_ids
 FROM item_pages p JOIN campaigns c ON c.id = p.campaign_id
-WHERE p.published_at IS NULL AND p.created_at < now() - interval '5 seconds'
-  AND c.status = ANY($1::text[]) AND ($2::bigint IS NULL OR p.campaign_id = $2)
-ORDER BY p.id LIMIT 100
+WHERE p.published_at IS NULL AND p.created_at < now() - make_interval(secs => $1)
+  AND c.status = ANY($3::text[]) AND ($4::bigint IS NULL OR p.campaign_id = $4)
+ORDER BY p.id LIMIT $2
 """
 
 
@@ -127,7 +126,9 @@ class ItemGenerator:
         """Generate every campaign that is due and not being generated elsewhere."""
         while not self.runtime.stopping.is_set():
             campaign_id = await campaign_lifecycle.claim_generation(
-                self.runtime.pool, self.runtime.instance_id, LEASE_SECONDS
+                self.runtime.pool,
+                self.runtime.instance_id,
+                self.runtime.settings.generation_lease_seconds,
             )
             if campaign_id is None:
                 return
@@ -215,7 +216,7 @@ class ItemGenerator:
                 campaign_id,
                 before,
                 last,
-                LEASE_SECONDS,
+                self.runtime.settings.generation_lease_seconds,
             )
         log.info(
             "campaign %d: audience snapshot of %d items in %.1f s",
@@ -239,7 +240,8 @@ class ItemGenerator:
                 return "done"
             end = min(cursor + self.runtime.settings.items_page_size, last)
             item_ids: list[int] = list(await conn.fetchval(NEXT_PAGE, campaign_id, cursor, end))
-            page_id = await conn.fetchval(SAVE_PAGE, campaign_id, item_ids, end, LEASE_SECONDS)
+            lease = self.runtime.settings.generation_lease_seconds
+            page_id = await conn.fetchval(SAVE_PAGE, campaign_id, item_ids, end, lease)
         if not item_ids:
             return "more"
         ITEMS_GENERATED.inc(len(item_ids))
@@ -262,8 +264,13 @@ class ItemGenerator:
     async def republish_unpublished_pages(self, campaign_id: int | None = None) -> None:
         """Hand over pages whose publication was lost (a crash, a broker outage) or that were
         parked (a pause), of campaigns that send: all of them, or `campaign_id`'s."""
+        settings = self.runtime.settings
         rows = await self.runtime.pool.fetch(
-            UNPUBLISHED_PAGES, list(campaign_lifecycle.SENDING_STATUSES), campaign_id
+            UNPUBLISHED_PAGES,
+            settings.republish_after_seconds,
+            settings.republish_pages,
+            list(campaign_lifecycle.SENDING_STATUSES),
+            campaign_id,
         )
         for row in rows:
             log.info("republishing page %d of campaign %d", row["id"], row["campaign_id"])

@@ -19,7 +19,10 @@ def build(runtime: Runtime) -> Service:
     queue = runtime.topology.campaign_commands
     generator = ItemGenerator(runtime)
     generate = PeriodicTask(
-        "generate-campaign-items", 1.0, generator.run_due, job=GENERATE_CAMPAIGN_ITEMS
+        "generate-campaign-items",
+        runtime.settings.generation_poll_seconds,
+        generator.run_due,
+        job=GENERATE_CAMPAIGN_ITEMS,
     )
     republish = PeriodicTask(
         "republish-item-pages",

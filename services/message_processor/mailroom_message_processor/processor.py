@@ -51,6 +51,16 @@ WHERE i.campaign_id = $2 AND i.status = 'pending'
 ORDER BY i.id
 """
 
+# Only while the campaign sends, its row share-locked: a pause either waits for this statement
+# (and the sender then parks the batch's queued items) or comes first (the items stay pending
+# for the page to be handed over again). Read unlocked, a pause committed as this statement
+# began let it mark queued the items a sender had just parked: queued for ever.
+MARK_QUEUED = """
+UPDATE campaign_items SET status = 'queued'
+WHERE id = ANY($1) AND status = 'pending'
+  AND EXISTS (SELECT 1 FROM campaigns WHERE id = $2 AND status = ANY($3::text[]) FOR SHARE)
+"""
+
 FAIL_ITEMS = """
 UPDATE campaign_items i SET status = 'failed', error = f.error
 FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
@@ -114,13 +124,16 @@ class MessageProcessor:
                 return
             if not emails:
                 continue
+            if not await self._still_sends(page):
+                return  # paused (or ended) while this page was rendered
             await runtime.send_work(
                 OutboundBatch(kind="campaign", campaign_id=campaign["id"], emails=emails)
             )
             await runtime.pool.execute(
-                "UPDATE campaign_items SET status = 'queued' WHERE id = ANY($1)"
-                " AND status = 'pending'",
+                MARK_QUEUED,
                 [e.item_id for e in emails],
+                campaign["id"],
+                list(campaign_lifecycle.SENDING_STATUSES),
             )
             del emails  # not kept while the next batch is rendered
         if failures:
@@ -135,6 +148,18 @@ class MessageProcessor:
                     ],
                 )
             )
+
+    async def _still_sends(self, page: ItemsPage) -> bool:
+        """Checked before each batch is published: a page of a campaign paused since it was
+        taken is parked at its next batch, not published to the end."""
+        status = await self.runtime.pool.fetchval(
+            "SELECT status FROM campaigns WHERE id = $1", page.campaign_id
+        )
+        if campaign_lifecycle.sends(status):
+            return True
+        if status == "paused":
+            await campaign_lifecycle.park_page(self.runtime.pool, page.page_id)
+        return False
 
     def _compiled_for(
         self, campaign: Record, marketing: MarketingSettings, version: int

@@ -6,8 +6,14 @@ processor has marked its items queued. A batch redelivered after a crash first r
 items still `sending` for another try: those are the in-flight messages, the only ones that
 may reach a recipient twice.
 
+A campaign's items are claimed only while it sends (campaign_lifecycle.sends). Each chunk
+starts by asking whether it does: when it does not (paused), the rest of the batch is parked
+in the database (its items back to pending, their pages unpublished: the item generator's
+sweep hands them over again once it sends) and the message is settled; nothing is published.
+
 Campaign batches claim and record campaign_items; autoresponder batches (the priority lane)
-autoresponder_items, with the same statuses, and their retries go back to the priority lane.
+autoresponder_items, with the same statuses, and their retries go back to the priority lane
+(items.py: one repository per table).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import functools
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from asyncpg.pool import PoolConnectionProxy
@@ -38,6 +43,12 @@ from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import SmtpAccount
 from prometheus_client import Counter
 
+from mailroom_outbound_sender.items import (
+    AutoresponderItems,
+    CampaignItems,
+    Claim,
+    ItemRepository,
+)
 from mailroom_outbound_sender.patience import broker_unavailable, database_unavailable, patiently
 from mailroom_outbound_sender.recipients import to_header_problem
 from mailroom_outbound_sender.smtp_pool import Outcome, SmtpPool
@@ -52,135 +63,16 @@ FORGED_EMAILS = Counter(
     ["kind"],
 )
 
-SUPPRESS_ITEMS = """
-UPDATE {items} i SET status = 'suppressed', error = 'address suppressed: ' || s.reason
-FROM suppressions s
-WHERE i.id = ANY($1) AND s.email = lower(i.email)
-  AND i.status IN ('pending', 'queued', 'retry')
-RETURNING i.id
-"""
-
-# Campaign items whose address left the lists the campaign goes to: unsubscribed from one of
-# them, subscribed to none. The subscriptions service skips the open items of an address as it
-# unsubscribes it, but not items that were being created at that moment (a snapshot reads
-# the lists as they were when it began).
-# Item by item from its address (contacts by lower(email), then that contact's memberships),
-# never from the lists: the planner, given the lists first, read every membership of a
-# million-address list for each chunk (32 s for 10 items with a generic plan); the chunk is
-# read through the primary key alone (see CLAIM_ITEMS).
-SKIP_UNSUBSCRIBED = """
-WITH chunk AS MATERIALIZED (
-    SELECT id, email, campaign_id, status FROM campaign_items WHERE id = ANY($1::bigint[])),
-left_lists AS (
-    SELECT c.id FROM chunk c
-    CROSS JOIN LATERAL (
-        SELECT bool_or(m.status = 'unsubscribed') AS left_one,
-               bool_or(m.status = 'subscribed') AS still_on
-        FROM (SELECT k.id FROM contacts k WHERE lower(k.email) = lower(c.email) OFFSET 0) k
-        CROSS JOIN LATERAL (
-            SELECT m.status FROM list_memberships m
-            WHERE m.contact_id = k.id
-              AND m.list_id = ANY(ARRAY(SELECT list_id FROM campaign_lists WHERE campaign_id = $2))
-            OFFSET 0) m
-    ) s
-    WHERE c.campaign_id = $2 AND c.status IN ('pending', 'queued', 'retry')
-      AND s.left_one AND NOT s.still_on)
-UPDATE campaign_items i SET status = 'skipped', error = 'unsubscribed from the list before sending'
-FROM left_lists l
-WHERE i.id = l.id AND i.status IN ('pending', 'queued', 'retry')
-RETURNING i.id
-"""
-
-# Not while the campaign is paused: a pause stops a batch between two chunks. Only items whose
-# address is the email's envelope recipient (and, for campaigns, of the batch's campaign) are
-# claimed; `matching` tells the sender which emails of the chunk are genuine.
-# Through the primary key only, whatever the planner's statistics say: a campaign generated
-# since the last ANALYZE looks empty to it, and it then read every item of the campaign (by
-# campaign_id) and every open item (campaign_items_open) per chunk. Hence the materialized
-# `chunk`, `= ANY(ARRAY(...))`, and the open statuses written as NOT IN (the same set: an
-# IN list would let the planner scan the partial index of open items instead).
-CLAIM_ITEMS = """
-WITH chunk AS MATERIALIZED (
-    SELECT id, email{chunk_campaign} FROM {items} WHERE id = ANY($1::bigint[])),
-matching AS (
-    SELECT i.id FROM chunk i
-    JOIN unnest($1::bigint[], $3::text[]) AS w(id, recipient)
-      ON i.id = w.id AND lower(i.email) = lower(w.recipient) {same_campaign}),
-claimed AS (
-    UPDATE {items} SET status = 'sending', attempts = attempts + 1
-    WHERE id = ANY(ARRAY(SELECT id FROM matching))
-      AND status NOT IN ('sending', 'sent', 'failed', 'suppressed', 'skipped', 'bounced')
-      AND NOT EXISTS (SELECT 1 FROM campaigns WHERE id = $2::bigint AND status = 'paused')
-    RETURNING id)
-SELECT array(SELECT id FROM claimed) AS claimed, array(SELECT id FROM matching) AS matching
-"""
-
-# A redelivered batch was taken by a sender that stopped without settling it: its items
-# still 'sending' were in flight then (maybe delivered, maybe not) and are tried again.
-# Not those this process is still sending ($2): their results are on their way.
-RELEASE_IN_FLIGHT = """
-UPDATE {items} SET status = 'retry', error = 'in flight when a sender stopped'
-WHERE id = ANY($1) AND status = 'sending' AND NOT id = ANY($2)
-"""
-
-OPEN_ITEMS = """
-SELECT array(SELECT id FROM {items}
-             WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry')) AS open_ids,
-       EXISTS (SELECT 1 FROM campaigns WHERE id = $2::bigint AND status = 'paused') AS paused
-"""
-
-# An item refused because of the account (not its recipient) gives its try back.
-RECORD_RESULTS = """
-UPDATE {items} i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
-       sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END,
-       attempts = i.attempts - CASE WHEN r.account_problem THEN 1 ELSE 0 END
-FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[])
-     AS r(id, status, code, reply, account_problem)
-WHERE i.id = r.id AND i.status = 'sending'
-"""
-
-GIVE_UP = """
-UPDATE {items} SET status = 'failed', error = $2
-WHERE id = ANY($1) AND status IN ('pending', 'queued', 'retry', 'sending')
-"""
-
 RATE_LIMIT_NAME = "smtp:global"
 
 
-@dataclass(frozen=True)
-class ItemQueries:
-    """The statements above for one item table."""
-
-    suppress: str
-    claim: str
-    release_in_flight: str
-    open_items: str
-    record: str
-    give_up: str
-
-    @classmethod
-    def for_table(cls, items: str, same_campaign: str = "") -> ItemQueries:
-        return cls(
-            *(
-                q.replace("{items}", items)
-                .replace("{same_campaign}", same_campaign)
-                .replace("{chunk_campaign}", ", campaign_id" if same_campaign else "")
-                for q in (
-                    SUPPRESS_ITEMS,
-                    CLAIM_ITEMS,
-                    RELEASE_IN_FLIGHT,
-                    OPEN_ITEMS,
-                    RECORD_RESULTS,
-                    GIVE_UP,
-                )
-            )
-        )
-
-
-QUERIES: dict[ItemKind, ItemQueries] = {
-    "campaign": ItemQueries.for_table("campaign_items", "AND i.campaign_id = $2::bigint"),
-    "autoresponder": ItemQueries.for_table("autoresponder_items"),
-}
+def items_of(batch: OutboundBatch) -> ItemRepository:
+    """The repository of the batch's items."""
+    if batch.kind == "autoresponder":
+        return AutoresponderItems()
+    if batch.campaign_id is None:
+        raise Rejected("a campaign batch names no campaign")
+    return CampaignItems(batch.campaign_id)
 
 
 class OutboundSender:
@@ -231,7 +123,7 @@ class OutboundSender:
         """Emails claimed, sent and recorded together. Small, so that a pause or cancel stops
         a batch at its next chunk and a crash leaves few results unrecorded (the in-flight
         window): a few per connection, and a quarter-second of the send rate at most."""
-        per_connections = 4 * self.account.pool_size
+        per_connections = self.runtime.settings.chunk_per_connection * self.account.pool_size
         rate = self.account.messages_per_second
         if rate <= 0:
             return per_connections
@@ -260,22 +152,20 @@ class OutboundSender:
 
     async def _deliver(self, batch: OutboundBatch, redelivered: bool) -> None:
         pool = self.runtime.pool
-        queries = QUERIES[batch.kind]
+        items = items_of(batch)
         ids = [email.item_id for email in batch.emails]
         if redelivered:
             ours = [i for i in ids if i in self.in_flight]
             await self._database(
-                "releasing in-flight items",
-                lambda: pool.execute(queries.release_in_flight, ids, ours),
+                "releasing in-flight items", items.release_in_flight, pool, ids, ours
             )
-        rows = await self._database("suppressing", lambda: pool.fetch(queries.suppress, ids))
-        results = [DeliveryResult(item_id=r["id"], status="suppressed") for r in rows]
-        if batch.kind == "campaign":
-            rows = await self._database(
-                "skipping unsubscribed",
-                lambda: pool.fetch(SKIP_UNSUBSCRIBED, ids, batch.campaign_id),
+        suppressed = await self._database("suppressing", items.suppress, pool, ids)
+        results = [DeliveryResult(item_id=i, status="suppressed") for i in suppressed]
+        if isinstance(items, CampaignItems):
+            skipped = await self._database(
+                "skipping unsubscribed", items.skip_unsubscribed, pool, ids
             )
-            results += [DeliveryResult(item_id=r["id"], status="skipped") for r in rows]
+            results += [DeliveryResult(item_id=i, status="skipped") for i in skipped]
 
         emails, forged = self._with_genuine_headers(batch)
         chunk = self._chunk_size()
@@ -285,32 +175,30 @@ class OutboundSender:
                 break
             part = emails[start : start + chunk]
             state = await self._database(
-                "checking items",
-                pool.fetchrow,
-                queries.open_items,
-                [e.item_id for e in part],
-                batch.campaign_id,
+                "checking items", items.open_items, pool, [e.item_id for e in part]
             )
-            assert state is not None
-            if state["paused"]:
-                await self._hold(batch, emails[start:])
+            claim = Claim(claimed={}, matching=set(), sends=state.sends)
+            if state.sends and state.open_ids:
+                await self._database(
+                    "taking rate tokens",
+                    self.limiter.take,
+                    len(state.open_ids),
+                    self.account.messages_per_second,
+                )
+                claim = await self._claim(items, part)
+                forged += self._drop_forged(
+                    batch, [e for e in part if e.item_id not in claim.matching]
+                )
+            if not claim.sends:
+                # the campaign is paused (or no longer sends): the rest of the batch waits
+                # in the database, and this message is settled
+                await self._park(batch, items, emails[start:])
                 break
-            if not state["open_ids"]:
+            if not claim.claimed:
                 continue  # sent already, or skipped by a cancel: no tokens spent on them
-            await self._database(
-                "taking rate tokens",
-                self.limiter.take,
-                len(state["open_ids"]),
-                self.account.messages_per_second,
+            outcomes = await self._send_chunk(
+                batch, items, [e for e in part if e.item_id in claim.claimed], claim.claimed
             )
-            claimed, matching = await self._claim(batch, part)
-            forged += self._drop_forged(batch, [e for e in part if e.item_id not in matching])
-            if not claimed:
-                if await self._paused(batch):
-                    await self._hold(batch, emails[start:])
-                    break
-                continue
-            outcomes = await self._send_chunk(batch, [e for e in part if e.item_id in claimed])
             results.extend(
                 DeliveryResult(
                     item_id=o.item_id,
@@ -332,6 +220,18 @@ class OutboundSender:
             await self._announce(
                 DeliveryResults(kind=batch.kind, campaign_id=batch.campaign_id, results=results)
             )
+
+    async def _park(
+        self, batch: OutboundBatch, items: ItemRepository, emails: list[OutboundEmail]
+    ) -> None:
+        """The batch's campaign does not send now: these emails' items go back to pending
+        and their pages are unpublished, for the item generator's sweep to hand over once
+        it sends again. Nothing is published meanwhile."""
+        if not isinstance(items, CampaignItems):
+            raise AssertionError(f"{batch.kind} items always send")
+        await self._database(
+            "parking items", items.park, self.runtime.pool, [e.item_id for e in emails]
+        )
 
     def _with_genuine_headers(self, batch: OutboundBatch) -> tuple[list[OutboundEmail], int]:
         genuine: list[OutboundEmail] = []
@@ -368,26 +268,19 @@ class OutboundSender:
         FORGED_EMAILS.labels(batch.kind).inc(len(emails))
         return len(emails)
 
-    async def _claim(
-        self, batch: OutboundBatch, part: list[OutboundEmail]
-    ) -> tuple[set[int], set[int]]:
-        """Claim the chunk's open items whose address is their email's recipient: (claimed,
-        genuine). The connection is checked first, so a database restart is waited out
-        before the claim; a claim cut off half-way raises (its batch comes back, and the
-        redelivery releases what it may have claimed)."""
+    async def _claim(self, items: ItemRepository, part: list[OutboundEmail]) -> Claim:
+        """Claim the chunk's open items whose address is their email's recipient. The
+        connection is checked first, so a database restart is waited out before the claim;
+        a claim cut off half-way raises (its batch comes back, and the redelivery releases
+        what it may have claimed)."""
         pool = self.runtime.pool
         connection = await self._database("connecting", self._checked_connection)
         try:
-            row = await connection.fetchrow(
-                QUERIES[batch.kind].claim,
-                [e.item_id for e in part],
-                batch.campaign_id,
-                [e.recipient for e in part],
+            return await items.claim(
+                connection, [e.item_id for e in part], [e.recipient for e in part]
             )
         finally:
             await pool.release(connection)
-        assert row is not None
-        return set(row["claimed"]), set(row["matching"])
 
     async def _checked_connection(self) -> PoolConnectionProxy:
         connection = await self.runtime.pool.acquire()
@@ -399,7 +292,11 @@ class OutboundSender:
         return connection
 
     async def _send_chunk(
-        self, batch: OutboundBatch, sending: list[OutboundEmail]
+        self,
+        batch: OutboundBatch,
+        items: ItemRepository,
+        sending: list[OutboundEmail],
+        tries_before: dict[int, int],
     ) -> list[Outcome]:
         """Send, record at once (waiting out a database restart), then publish the retries:
         a result known is never thrown away."""
@@ -409,9 +306,9 @@ class OutboundSender:
             self.in_flight[email.item_id] = task
         try:
             outcomes = await self.smtp.send_all(sending)
-            final, retries = self._plan_retries(sending, outcomes)
+            final, retries = self._plan_retries(sending, outcomes, tries_before)
             await self._database(
-                "recording delivery results", lambda: self._record(batch.kind, final)
+                "recording delivery results", lambda: self._record(batch.kind, items, final)
             )
         finally:
             for email in sending:
@@ -430,11 +327,18 @@ class OutboundSender:
         return self.runtime.topology.retry_delays_ms[0]
 
     def _plan_retries(
-        self, sent: list[OutboundEmail], outcomes: list[Outcome]
+        self, sent: list[OutboundEmail], outcomes: list[Outcome], tries_before: dict[int, int]
     ) -> tuple[list[Outcome], dict[int, list[OutboundEmail]]]:
         """Temporary failures go to their back-off tier; past the last tier they fail. An
-        account problem waits in the first tier and keeps its tries."""
-        by_id = {e.item_id: e for e in sent}
+        account problem waits in the first tier and keeps its tries. An email's tries are
+        the item's as PostgreSQL counts them when the email counts fewer (rendered again
+        after its campaign was parked, or in flight when a sender stopped)."""
+        by_id = {
+            e.item_id: e.model_copy(
+                update={"attempt": max(e.attempt, tries_before.get(e.item_id, 0))}
+            )
+            for e in sent
+        }
         tiers: dict[int, list[OutboundEmail]] = defaultdict(list)
         final: list[Outcome] = []
         for outcome in outcomes:
@@ -461,25 +365,11 @@ class OutboundSender:
             final.append(outcome)
         return final, tiers
 
-    async def _paused(self, batch: OutboundBatch) -> bool:
-        if batch.campaign_id is None:
-            return False
-        status = await self._database(
-            "checking the campaign",
-            lambda: self.runtime.pool.fetchval(
-                "SELECT status FROM campaigns WHERE id = $1", batch.campaign_id
-            ),
-        )
-        return bool(status == "paused")
-
-    async def _hold(
-        self, batch: OutboundBatch, emails: list[OutboundEmail], delay: int | None = None
-    ) -> None:
-        """These emails of the batch (a paused campaign's, or waiting for the account to be
-        fixed) wait out a back-off tier, then are looked at again."""
+    async def _hold(self, batch: OutboundBatch, emails: list[OutboundEmail], delay: int) -> None:
+        """These emails of the batch (waiting for the account to be fixed) wait out a
+        back-off tier, then are looked at again."""
         if not emails:
             return
-        delay = self.runtime.topology.retry_delays_ms[0] if delay is None else delay
         rest = batch.model_copy(update={"emails": emails})
         priority = batch.kind == "autoresponder"
         routing_key = self.runtime.topology.retry_routing_key(delay, priority)
@@ -510,19 +400,12 @@ class OutboundSender:
                 "delivery results of %d items not announced: %r", len(results.results), error
             )
 
-    async def _record(self, kind: ItemKind, outcomes: list[Outcome]) -> None:
+    async def _record(self, kind: ItemKind, items: ItemRepository, outcomes: list[Outcome]) -> None:
         if not outcomes:
             return
-        await self.runtime.pool.execute(
-            QUERIES[kind].record,
-            [o.item_id for o in outcomes],
-            [o.status for o in outcomes],
-            [o.smtp_code for o in outcomes],
-            [o.smtp_reply[:2000] for o in outcomes],
-            [o.account_problem for o in outcomes],
-        )
+        await items.record(self.runtime.pool, outcomes)
         for outcome in outcomes:
-            DELIVERIES.labels(outcome.status).inc()
+            DELIVERIES.labels(kind, outcome.status).inc()
 
     @staticmethod
     async def _database(what: str, call: Callable[..., Awaitable[T]], *args: object) -> T:
@@ -533,8 +416,8 @@ class OutboundSender:
         return await patiently(what, functools.partial(call, *args), broker_unavailable)
 
     async def give_up_batch(self, batch: OutboundBatch, reason: str) -> None:
-        await self.runtime.pool.execute(
-            QUERIES[batch.kind].give_up,
+        await items_of(batch).give_up(
+            self.runtime.pool,
             [e.item_id for e in batch.emails],
             f"could not be sent: {reason}"[:2000],
         )

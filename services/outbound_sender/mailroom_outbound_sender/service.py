@@ -30,7 +30,9 @@ def build(runtime: Runtime) -> Service:
     subscribe(router, runtime, priority, work, OutboundBatch, process, sender.give_up_batch)
 
     # settings.changed reloads at once; this catches a change whose event was missed
-    reload = PeriodicTask("reload-smtp-account", 30.0, sender.reload_account)
+    reload = PeriodicTask(
+        "reload-smtp-account", runtime.settings.settings_recheck_seconds, sender.reload_account
+    )
     return Service(
         "outbound_sender",
         router,

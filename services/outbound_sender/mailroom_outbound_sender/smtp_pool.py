@@ -28,8 +28,9 @@ from typing import Literal
 
 import aiosmtplib
 from mailroom_common.events import OutboundEmail
-from mailroom_common.metrics import SMTP_SEND_SECONDS
+from mailroom_common.metrics import SMTP_REPLIES, SMTP_SEND_SECONDS
 from mailroom_common.runtime_settings import SmtpAccount
+from mailroom_common.smtp_client import smtp_client
 from mailroom_common.smtp_replies import ReplyScrubber
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,12 @@ def judge_reply(code: int) -> _Verdict:
     return _Verdict("failed")
 
 
+def _observe(outcome: Outcome, started: float) -> None:
+    SMTP_SEND_SECONDS.labels(outcome.status).observe(time.perf_counter() - started)
+    code = outcome.smtp_code
+    SMTP_REPLIES.labels(f"{code // 100}xx" if code and 200 <= code < 600 else "none").inc()
+
+
 def _is_tls_failure(error: BaseException) -> bool:
     seen: BaseException | None = error
     for _ in range(5):
@@ -100,23 +107,9 @@ class SmtpPool:
         self._slots = asyncio.Semaphore(account.pool_size)
         self._closed = False
 
-    def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.account.verify_certificates:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     async def _connect(self) -> aiosmtplib.SMTP:
         account = self.account
-        client = aiosmtplib.SMTP(
-            hostname=account.host,
-            port=account.port,
-            use_tls=account.security == "tls",
-            start_tls=account.security == "starttls",
-            tls_context=self._tls_context() if account.security != "none" else None,
-            timeout=account.timeout_seconds,
-        )
+        client = smtp_client(account, account.timeout_seconds)
         try:
             await client.connect()
             if account.username:
@@ -188,20 +181,31 @@ class SmtpPool:
         """One transaction; the outcome, and whether to try again on a fresh connection.
         On return the holder has a clean connection or none; on cancellation none."""
         reused = holder[0] is not None
-        code: int
-        message: str
+        started = time.perf_counter()  # a new connection's set-up counts too
         if holder[0] is None:
             refused = await self._open(holder, email)
             if refused is not None:
+                _observe(refused, started)
                 return refused, False
         client = holder[0]
         assert client is not None
+        outcome, try_again = await self._transaction(holder, client, email, reused)
+        _observe(outcome, started)
+        return outcome, try_again
+
+    async def _transaction(
+        self,
+        holder: list[aiosmtplib.SMTP | None],
+        client: aiosmtplib.SMTP,
+        email: OutboundEmail,
+        reused: bool,
+    ) -> tuple[Outcome, bool]:
+        code: int
+        message: str
         try:
-            started = time.perf_counter()
             _errors, reply = await client.sendmail(
                 email.envelope_from, [email.recipient], email.message.encode("ascii")
             )
-            SMTP_SEND_SECONDS.observe(time.perf_counter() - started)
             return Outcome(email.item_id, "sent", OK, self.scrub(reply)), False
         except aiosmtplib.SMTPRecipientsRefused as error:
             code, message = error.recipients[0].code, error.recipients[0].message
