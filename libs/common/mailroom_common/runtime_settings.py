@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from asyncpg.pool import Pool
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
@@ -35,6 +38,7 @@ DEFAULT_HTML_FOOTER = (
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _TEMPLATE_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # all but \t \n \r
 _HOST = re.compile(r"[A-Za-z0-9.:_\[\]-]+")
+_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z0-9-]{1,30}:[0-9]{12}:[A-Za-z0-9_.-]{1,256}")
 
 
 def one_line(value: str) -> str:
@@ -67,12 +71,46 @@ def from_address(value: str) -> str:
     return value
 
 
+def topic_arn(value: str) -> str:
+    if not _TOPIC_ARN.fullmatch(value):
+        raise ValueError("must be an SNS topic ARN: arn:aws:sns:<region>:<account>:<topic>")
+    return value
+
+
+def ip_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError("must be an IP address or network (CIDR)") from None
+
+
+def sendgrid_key(value: str) -> str:
+    """SendGrid's verification key: base64 of the DER public key, as SendGrid shows it (a PEM
+    block is taken too); it must be an ECDSA P-256 key."""
+    value = value.strip()
+    if not value:
+        return value
+    try:
+        if value.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(value.encode("ascii"))
+        else:
+            key = serialization.load_der_public_key(base64.b64decode(value, validate=True))
+    except (ValueError, UnicodeError):
+        raise ValueError("must be SendGrid's verification key (base64 or PEM)") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("must be an ECDSA P-256 public key (SendGrid's verification key)")
+    return value
+
+
 OneLine = Annotated[str, Field(max_length=200), AfterValidator(one_line)]
 Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(host_name)]
 Username = Annotated[str, Field(max_length=320), AfterValidator(one_line)]
 Password = Annotated[SecretStr, Field(max_length=1024)]
 FromAddress = Annotated[str, Field(max_length=320), AfterValidator(from_address)]
 Footer = Annotated[str, Field(max_length=65_536), AfterValidator(template_text)]
+TopicArn = Annotated[str, Field(max_length=256), AfterValidator(topic_arn)]
+IpNetwork = Annotated[str, Field(max_length=50), AfterValidator(ip_network)]
+SendGridKey = Annotated[str, Field(max_length=1000), AfterValidator(sendgrid_key)]
 
 
 class SmtpAccount(BaseModel):
@@ -129,6 +167,14 @@ class BounceMailbox(BaseModel):
     poll_interval_seconds: float = Field(default=60, gt=0, le=86_400, allow_inf_nan=False)
     soft_bounce_threshold: int = Field(default=3, ge=1, le=1000)
     soft_bounce_window_days: int = Field(default=7, ge=1, le=3650)
+    # provider webhooks (docs/bounces.md): a provider's endpoint answers only when its
+    # entries are set; the secrets are write-only like the password
+    ses_topic_arns: list[TopicArn] = Field(default_factory=list, max_length=20)
+    sendgrid_public_key: SendGridKey = ""
+    postmark_username: Username = ""
+    postmark_password: Password = SecretStr("")
+    postmark_allowed_ips: list[IpNetwork] = Field(default_factory=list, max_length=100)
+    mailgun_signing_key: Password = SecretStr("")
 
 
 GroupModel = TypeVar("GroupModel", SmtpAccount, MarketingSettings, BounceMailbox)

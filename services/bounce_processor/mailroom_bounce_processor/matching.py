@@ -32,7 +32,8 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 @dataclass(frozen=True)
 class SignedMatch:
     item_ref: str
-    matched_by: Literal["verp", "message_id"]
+    # "recipient": an authenticated provider's event about an address we sent to lately
+    matched_by: Literal["verp", "message_id", "recipient"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,22 @@ def signed_match(report: BounceReport, raw: bytes, signer: Signer) -> SignedMatc
         if ref is not None:
             return SignedMatch(ref, "verp")
     message_id = report.original_message_id or report.original_headers.get("Message-ID")
+    if message_id:
+        verified = signer.verify_message_id(message_id)
+        if verified is not None:
+            return SignedMatch(verified[1], "message_id")
+    return None
+
+
+def provider_signed_match(
+    return_path: str | None, message_id: str | None, signer: Signer
+) -> SignedMatch | None:
+    """A provider event's item named by our own signed evidence: the envelope sender (our
+    VERP address) or the Message-ID header, when the provider passes them on."""
+    if return_path:
+        ref = signer.verify_verp_address(return_path)
+        if ref is not None:
+            return SignedMatch(ref, "verp")
     if message_id:
         verified = signer.verify_message_id(message_id)
         if verified is not None:

@@ -31,3 +31,9 @@ MAILBOX_ERRORS = Counter(
     " (connect, login, select, session).",
     ["stage"],
 )
+WEBHOOK_CALLS = Counter(
+    "mailroom_bounce_webhook_calls_total",
+    "Calls to the provider webhooks, by provider and outcome (accepted, or why refused:"
+    " bad_signature, stale, replayed, unauthenticated, too_large, ...).",
+    ["provider", "outcome"],
+)

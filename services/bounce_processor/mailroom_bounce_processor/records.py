@@ -21,10 +21,17 @@ from mailroom_common.events import BounceDetected
 from mailroom_common.runtime_settings import BounceMailbox
 from mailroom_common.signing import Signer
 
-from mailroom_bounce_processor.matching import HEAD_BYTES, Analysis, SignedMatch, signed_match
+from mailroom_bounce_processor.matching import (
+    HEAD_BYTES,
+    Analysis,
+    SignedMatch,
+    provider_signed_match,
+    signed_match,
+)
 from mailroom_bounce_processor.metrics import SUPPRESSIONS, UNVERIFIED
 from mailroom_bounce_processor.parser import BouncedRecipient, BounceReport
 from mailroom_bounce_processor.parser.models import COMPLAINT, DELAYED, FAILED, HARD, SOFT
+from mailroom_bounce_processor.webhooks.events import REPLAY_WINDOW_SECONDS, ProviderEvent
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,20 @@ BOUNCEABLE = ("sent", "failed", "bounced")
 class Outcome:
     outcome: str  # bounce, not_bounce, unparsed, duplicate
     events: tuple[BounceDetected, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProviderOutcome:
+    replayed: bool = False  # the call's one-time token was seen before: nothing was done
+    recorded: int = 0
+    duplicates: int = 0  # events recorded by an earlier delivery of the same call
+    unproven: int = 0  # recorded without proof: they changed nothing
+    events: tuple[BounceDetected, ...] = ()
+
+
+RECENT_SEND_DAYS = 7
+"""A provider event naming only a recipient is about the item last sent to that address
+within this many days (docs/bounces.md, "Provider webhooks")."""
 
 
 def _clean(text: str | None, limit: int = 2000) -> str | None:
@@ -71,6 +92,36 @@ async def _item(conn: PoolConnectionProxy, item_ref: str) -> dict[str, Any] | No
         if row is not None:
             return dict(row)
     return None
+
+
+async def _recent_item(conn: PoolConnectionProxy, email: str) -> str | None:
+    """The item last sent to `email` within RECENT_SEND_DAYS, campaign ("123") or
+    autoresponder ("a123"); campaign items are looked up campaign by campaign (the
+    (campaign_id, lower(email)) index), among campaigns sending or ended lately."""
+    campaign = await conn.fetchrow(
+        "SELECT i.id, i.sent_at FROM campaigns c"
+        " JOIN campaign_items i ON i.campaign_id = c.id AND lower(i.email) = $1"
+        " WHERE c.launched_at IS NOT NULL AND c.archived_at IS NULL"
+        " AND (c.completed_at IS NULL OR c.completed_at > now() - make_interval(days => $2))"
+        " AND i.status = ANY($3::text[]) AND i.sent_at > now() - make_interval(days => $2)"
+        " ORDER BY i.sent_at DESC LIMIT 1",
+        email,
+        RECENT_SEND_DAYS,
+        list(BOUNCEABLE),
+    )
+    autoresponder = await conn.fetchrow(
+        "SELECT id, sent_at FROM autoresponder_items WHERE lower(email) = $1"
+        " AND status = ANY($3::text[]) AND sent_at > now() - make_interval(days => $2)"
+        " ORDER BY sent_at DESC LIMIT 1",
+        email,
+        RECENT_SEND_DAYS,
+        list(BOUNCEABLE),
+    )
+    if autoresponder is not None and (
+        campaign is None or autoresponder["sent_at"] > campaign["sent_at"]
+    ):
+        return f"a{autoresponder['id']}"
+    return None if campaign is None else str(campaign["id"])
 
 
 def _campaign_item_id(item: dict[str, Any] | None) -> int | None:
@@ -110,6 +161,12 @@ def _proven_recipient(
     return None
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    detected: BounceDetected
+    matched: bool
+
+
 class Recorder:
     def __init__(self, pool: Pool, signer: Signer) -> None:
         self.pool = pool
@@ -128,6 +185,99 @@ class Recorder:
                 return Outcome(outcome)
             events = await self._bounces(conn, raw, analysis, mailbox)
         return Outcome(outcome, tuple(events))
+
+    async def record_provider(
+        self,
+        events: list[ProviderEvent],
+        mailbox: BounceMailbox,
+        size: int,
+        nonce: tuple[str, str] | None = None,
+    ) -> ProviderOutcome:
+        """The events of one authenticated provider call, in one transaction with its
+        one-time token (`nonce`: provider, token), when it has one."""
+        recorded = duplicates = unproven = 0
+        announced: list[BounceDetected] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            if nonce is not None:
+                await conn.execute(
+                    "DELETE FROM webhook_nonces WHERE seen_at < now() - make_interval(secs => $1)",
+                    2 * REPLAY_WINDOW_SECONDS,
+                )
+                fresh = await conn.fetchval(
+                    "INSERT INTO webhook_nonces (provider, nonce) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING RETURNING nonce",
+                    *nonce,
+                )
+                if fresh is None:
+                    return ProviderOutcome(replayed=True)
+            for event in events:
+                found = await self._provider_event(conn, event, mailbox, size)
+                if found is None:
+                    duplicates += 1
+                    continue
+                recorded += 1
+                if found.matched:
+                    announced.append(found.detected)
+                else:
+                    unproven += 1
+        return ProviderOutcome(False, recorded, duplicates, unproven, tuple(announced))
+
+    async def _provider_event(
+        self, conn: PoolConnectionProxy, event: ProviderEvent, mailbox: BounceMailbox, size: int
+    ) -> _Recorded | None:
+        """One event (None when an earlier delivery recorded it). Proof, in order: our
+        signed VERP address or Message-ID, when the provider passes one on; else, when it
+        gives no Message-ID at all, the item last sent to the recipient (RECENT_SEND_DAYS).
+        A Message-ID that is not ours says the message was not ours: nothing changes."""
+        kind = COMPLAINT if event.kind == "complaint" else event.kind
+        action = None if kind == COMPLAINT else FAILED
+        recipient = BouncedRecipient(
+            event.email.lower(), action, event.status, event.diagnostic, kind
+        )
+        report = BounceReport(
+            is_bounce=kind != COMPLAINT,
+            kind=kind,
+            action=action,
+            status=event.status,
+            recipients=(recipient,),
+            original_message_id=event.message_id,
+            reason=f"{event.provider} webhook",
+        )
+        headers = {
+            "provider": event.provider,
+            "event": event.detail,
+            "event id": event.event_id[:200],
+            "message-id": event.message_id or "",
+        }
+        analysis = Analysis(event.digest, size, report, headers, None)
+        if not await self._claim(conn, analysis, "bounce"):
+            return None
+        signed = provider_signed_match(event.return_path, event.message_id, self.signer)
+        if signed is None and event.message_id is None:
+            ref = await _recent_item(conn, recipient.address)
+            signed = SignedMatch(ref, "recipient") if ref is not None else None
+        item = await _item(conn, signed.item_ref) if signed else None
+        if item is not None and signed is not None and signed.matched_by == "recipient":
+            proven: BouncedRecipient | None = recipient
+        else:
+            proven = _proven_recipient(report, [recipient], item)
+        if item is None or proven is None:
+            detected = await self._one(
+                conn, analysis, recipient, recipient.address, None, None, headers, mailbox
+            )
+            UNVERIFIED.labels(detected.kind).inc()
+            log.info(
+                "%s webhook event %s: %s recorded without proof (no Message-ID or VERP address"
+                " of ours, no recent send to the address): nothing changed",
+                event.provider,
+                event.digest[:16],
+                detected.kind,
+            )
+            return _Recorded(detected, matched=False)
+        detected = await self._one(
+            conn, analysis, proven, item["email"], item, signed, headers, mailbox
+        )
+        return _Recorded(detected, matched=True)
 
     async def record_unparsed(self, raw: bytes, analysis: Analysis, reason: str) -> Outcome:
         async with self.pool.acquire() as conn, conn.transaction():
