@@ -117,8 +117,9 @@ def _names_sns(certificate: x509.Certificate) -> bool:
     )
 
 
-def signing_key(pem: bytes, now: float) -> rsa.RSAPublicKey:
-    """The RSA key of an SNS signing certificate, or Refused when it is not one."""
+def signing_key(pem: bytes, now: float) -> tuple[rsa.RSAPublicKey, float]:
+    """The RSA key of an SNS signing certificate and when it expires (unix seconds), or
+    Refused when it is not one."""
     try:
         certificate = x509.load_pem_x509_certificate(pem)
     except ValueError:
@@ -133,7 +134,7 @@ def signing_key(pem: bytes, now: float) -> rsa.RSAPublicKey:
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
         raise Refused(403, "bad_certificate", "the signing certificate has no RSA-2048 key")
-    return key
+    return key, certificate.not_valid_after_utc.timestamp()
 
 
 class SnsVerifier:
@@ -142,13 +143,13 @@ class SnsVerifier:
     def __init__(self, fetch: Fetch, clock: Callable[[], float] = time.time) -> None:
         self.fetch = fetch
         self.clock = clock
-        self._keys: OrderedDict[str, rsa.RSAPublicKey] = OrderedDict()
+        self._keys: OrderedDict[str, tuple[rsa.RSAPublicKey, float]] = OrderedDict()
 
     async def _key(self, url: str) -> rsa.RSAPublicKey:
-        key = self._keys.get(url)
-        if key is not None:
+        kept = self._keys.get(url)
+        if kept is not None and kept[1] > self.clock():
             self._keys.move_to_end(url)
-            return key
+            return kept[0]
         try:
             pem = await self.fetch(url)
         except Exception as error:
@@ -157,8 +158,8 @@ class SnsVerifier:
                 "certificate_unavailable",
                 f"the signing certificate could not be fetched: {error}"[:300],
             ) from None
-        key = signing_key(pem, self.clock())
-        self._keys[url] = key
+        key, expires = signing_key(pem, self.clock())
+        self._keys[url] = (key, expires)
         while len(self._keys) > MAX_CERTIFICATES:
             self._keys.popitem(last=False)
         return key
@@ -182,8 +183,10 @@ class SnsVerifier:
             )
         check_fresh(parse_timestamp(message.get("Timestamp")), self.clock(), "the SNS Timestamp")
         signature = message.get("Signature")
+        if not isinstance(signature, str) or not signature:
+            raise Refused(403, "unsigned", "the SNS message is not signed (Signature)")
         try:
-            raw_signature = base64.b64decode(str(signature), validate=True)
+            raw_signature = base64.b64decode(signature, validate=True)
         except (binascii.Error, ValueError):
             raise Refused(403, "bad_signature", "the SNS Signature is not base64") from None
         signed = canonical_string(message)
