@@ -33,7 +33,7 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ["dev", "prod"]
 KUBERNETES_VERSION = "1.32.0"
 CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
-PUBLIC_SERVICES = {"subscriptions", "config"}
+PUBLIC_SERVICES = {"subscriptions", "config", "bounce_processor"}
 SECRET_NAME = "mailroom-secrets"
 COMPONENT = "app.kubernetes.io/component"
 
@@ -418,6 +418,7 @@ def test_egress_to_dns_database_broker_and_mail(rendered: tuple[Manifest, ...]) 
         assert {53, database, broker, management} <= ports, service
         assert (smtp <= ports) == (service in {"outbound_sender", "config"}), service
         assert (imap <= ports) == (service in {"bounce_processor", "config"}), service
+        assert (443 in ports) == (service == "bounce_processor"), service  # SNS
     job = _one(rendered, "Job", "mailroom-migrate")
     assert {53, database} <= _egress_ports(
         _policies_for(rendered, job["spec"]["template"]["metadata"]["labels"])
