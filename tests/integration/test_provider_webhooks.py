@@ -30,7 +30,8 @@ from mailroom_common.events import BounceDetected
 from mailroom_common.runtime_settings import BounceMailbox, SettingsStore
 from mailroom_common.signing import Signer
 
-from tests.support.environment import Installation
+from tests.support.environment import Installation, wait_for
+from tests.support.scenario import change_settings
 from tests.support.seed import make_audience, make_campaign
 
 pytestmark = pytest.mark.integration
@@ -699,3 +700,41 @@ async def test_only_configured_providers_answer(installation: Installation) -> N
             assert answer.status_code == 404, provider
             assert "not configured" in answer.json()["detail"]
     assert fetcher.asked == []
+
+
+# --- the running service --------------------------------------------------------------------
+
+
+async def test_the_bounce_processor_serves_the_webhooks(installation: Installation) -> None:
+    """`mailroom run bounce_processor` answers on MAILROOM_HTTP_PORT; a provider is enabled by
+    a settings change, without a restart."""
+    process = installation.start_services("bounce_processor", log_name="webhooks")
+    public = f"http://127.0.0.1:{process.http_port}"  # type: ignore[attr-defined]
+    ops = f"http://127.0.0.1:{process.ops_port}"  # type: ignore[attr-defined]
+    event = mailgun_event("someone@elsewhere.test", "<x@elsewhere.test>", severity="permanent")
+    async with httpx.AsyncClient(base_url=public, timeout=10) as client:
+        answer = await client.post("/webhooks/mailgun", content=b"{}", headers=JSON_TYPE)
+        assert answer.status_code == 404 and "not configured" in answer.text
+        await change_settings(installation, BounceMailbox(mailgun_signing_key=MAILGUN_KEY))
+
+        async def enabled() -> bool:
+            answer = await client.post(
+                "/webhooks/mailgun", content=mailgun_call(event), headers=JSON_TYPE
+            )
+            return answer.status_code == 200
+
+        await wait_for(enabled, 30, "the Mailgun webhook enabled by the settings change")
+        forged = await client.post(
+            "/webhooks/mailgun", content=mailgun_call(event, key="wrong"), headers=JSON_TYPE
+        )
+        assert forged.status_code == 403
+        metrics = (await client.get(f"{ops}/metrics")).text
+    assert (
+        'mailroom_bounce_webhook_calls_total{outcome="accepted",provider="mailgun"} 1.0' in metrics
+    )
+    assert 'outcome="bad_signature",provider="mailgun"' in metrics
+    pool = installation.pool
+    assert pool is not None
+    # a Message-ID that is not ours: recorded for a person, nothing suppressed
+    assert await pool.fetchval("SELECT matched_by IS NULL FROM bounces") is True
+    assert await pool.fetchval("SELECT count(*) FROM suppressions") == 0
