@@ -98,8 +98,9 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "events",
         "bounce_processor",
         "anyone (the CRM)",
-        "A bounce or complaint proven (signed VERP address or Message-ID) to be about one"
-        " of our emails was recorded; suppressed says whether the address will get nothing"
+        "A bounce or complaint proven (signed VERP address or Message-ID; for a provider"
+        " webhook's event without a Message-ID, the recent send to its recipient) to be about"
+        " one of our emails was recorded, from the bounce mailbox or a provider webhook; suppressed says whether the address will get nothing"
         " more. Unproven bounces are recorded but announce nothing.",
     ),
     "contact.unsubscribed": (
