@@ -38,7 +38,6 @@ DEFAULT_HTML_FOOTER = (
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _TEMPLATE_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # all but \t \n \r
 _HOST = re.compile(r"[A-Za-z0-9.:_\[\]-]+")
-_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z0-9-]{1,30}:[0-9]{12}:[A-Za-z0-9_.-]{1,256}")
 
 
 def one_line(value: str) -> str:
@@ -71,46 +70,12 @@ def from_address(value: str) -> str:
     return value
 
 
-def topic_arn(value: str) -> str:
-    if not _TOPIC_ARN.fullmatch(value):
-        raise ValueError("must be an SNS topic ARN: arn:aws:sns:<region>:<account>:<topic>")
-    return value
-
-
-def ip_network(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value.strip(), strict=False))
-    except ValueError:
-        raise ValueError("must be an IP address or network (CIDR)") from None
-
-
-def sendgrid_key(value: str) -> str:
-    """SendGrid's verification key: base64 of the DER public key, as SendGrid shows it (a PEM
-    block is taken too); it must be an ECDSA P-256 key."""
-    value = value.strip()
-    if not value:
-        return value
-    try:
-        if value.startswith("-----BEGIN"):
-            key = serialization.load_pem_public_key(value.encode("ascii"))
-        else:
-            key = serialization.load_der_public_key(base64.b64decode(value, validate=True))
-    except (ValueError, UnicodeError):
-        raise ValueError("must be SendGrid's verification key (base64 or PEM)") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise ValueError("must be an ECDSA P-256 public key (SendGrid's verification key)")
-    return value
-
-
 OneLine = Annotated[str, Field(max_length=200), AfterValidator(one_line)]
 Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(host_name)]
 Username = Annotated[str, Field(max_length=320), AfterValidator(one_line)]
 Password = Annotated[SecretStr, Field(max_length=1024)]
 FromAddress = Annotated[str, Field(max_length=320), AfterValidator(from_address)]
 Footer = Annotated[str, Field(max_length=65_536), AfterValidator(template_text)]
-TopicArn = Annotated[str, Field(max_length=256), AfterValidator(topic_arn)]
-IpNetwork = Annotated[str, Field(max_length=50), AfterValidator(ip_network)]
-SendGridKey = Annotated[str, Field(max_length=1000), AfterValidator(sendgrid_key)]
 
 
 class SmtpAccount(BaseModel):
@@ -151,6 +116,47 @@ class MarketingSettings(BaseModel):
     public_base_url: Annotated[
         str, Field(max_length=2000), AfterValidator(one_line), AfterValidator(check_public_base_url)
     ] = "http://127.0.0.1:8080"
+
+
+# --- the provider webhooks' entries of the bounce group (docs/bounces.md) -----------------
+
+_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z0-9-]{1,30}:[0-9]{12}:[A-Za-z0-9_.-]{1,256}")
+
+
+def topic_arn(value: str) -> str:
+    if not _TOPIC_ARN.fullmatch(value):
+        raise ValueError("must be an SNS topic ARN: arn:aws:sns:<region>:<account>:<topic>")
+    return value
+
+
+def ip_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError("must be an IP address or network (CIDR)") from None
+
+
+def sendgrid_key(value: str) -> str:
+    """SendGrid's verification key: base64 of the DER public key, as SendGrid shows it (a PEM
+    block is taken too); it must be an ECDSA P-256 key."""
+    value = value.strip()
+    if not value:
+        return value
+    try:
+        if value.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(value.encode("ascii"))
+        else:
+            key = serialization.load_der_public_key(base64.b64decode(value, validate=True))
+    except (ValueError, UnicodeError):
+        raise ValueError("must be SendGrid's verification key (base64 or PEM)") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("must be an ECDSA P-256 public key (SendGrid's verification key)")
+    return value
+
+
+TopicArn = Annotated[str, Field(max_length=256), AfterValidator(topic_arn)]
+IpNetwork = Annotated[str, Field(max_length=50), AfterValidator(ip_network)]
+SendGridKey = Annotated[str, Field(max_length=1000), AfterValidator(sendgrid_key)]
 
 
 class BounceMailbox(BaseModel):
