@@ -735,6 +735,10 @@ async def test_the_bounce_processor_serves_the_webhooks(installation: Installati
     assert 'outcome="bad_signature",provider="mailgun"' in metrics
     pool = installation.pool
     assert pool is not None
+    stored = await pool.fetchval(
+        "SELECT value->>'mailgun_signing_key' FROM settings WHERE group_name = 'bounce'"
+    )
+    assert stored.startswith("enc:v1:") and MAILGUN_KEY not in stored  # like passwords
     # a Message-ID that is not ours: recorded for a person, nothing suppressed
     assert await pool.fetchval("SELECT matched_by IS NULL FROM bounces") is True
     assert await pool.fetchval("SELECT count(*) FROM suppressions") == 0

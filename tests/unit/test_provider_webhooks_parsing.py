@@ -16,6 +16,7 @@ from mailroom_bounce_processor.webhooks.sendgrid import sendgrid_events
 from mailroom_bounce_processor.webhooks.ses import ses_events
 from mailroom_bounce_processor.webhooks.sns import canonical_string, is_sns_url
 from mailroom_common.runtime_settings import BounceMailbox
+from mailroom_config.groups import MASK, public, secret_fields
 from pydantic import ValidationError
 
 
@@ -176,3 +177,9 @@ def test_webhook_settings_are_checked() -> None:
     ]:
         with pytest.raises(ValidationError):
             BounceMailbox.model_validate(bad)
+
+
+def test_webhook_secrets_are_write_only() -> None:
+    assert {"postmark_password", "mailgun_signing_key"} <= set(secret_fields("bounce"))
+    view = public(BounceMailbox(postmark_password="p", mailgun_signing_key="k"))
+    assert view["postmark_password"] == view["mailgun_signing_key"] == MASK
