@@ -100,8 +100,9 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "anyone (the CRM)",
         "A bounce or complaint proven (signed VERP address or Message-ID; for a provider"
         " webhook's event without a Message-ID, the recent send to its recipient) to be about"
-        " one of our emails was recorded, from the bounce mailbox or a provider webhook; suppressed says whether the address will get nothing"
-        " more. Unproven bounces are recorded but announce nothing.",
+        " one of our emails was recorded, from the bounce mailbox or a provider webhook;"
+        " suppressed says whether the address will get nothing more. Unproven bounces are"
+        " recorded but announce nothing.",
     ),
     "contact.unsubscribed": (
         "events",
