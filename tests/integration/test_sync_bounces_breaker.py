@@ -1,6 +1,7 @@
 """Synchronous rejections are bounces, and the circuit breaker, through the running services:
-a 550 5.1.1 at RCPT or DATA suppresses the address (the next campaign skips it), a 550 5.7.1
-does not; a campaign bouncing at 20 % pauses itself, says why, and finishes after a resume."""
+a 550 5.1.1 at RCPT or DATA suppresses the address (the next campaign skips it; an
+autoresponder's too), a 550 5.7.1 does not; a campaign bouncing at 20 % pauses itself, says
+why, and finishes after a resume; so does one whose SMTP account is refused for a while."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import aio_pika
 import asyncpg
 import pytest
 from mailroom_common.broker import Topology
-from mailroom_common.events import CampaignLaunch, CampaignResume
+from mailroom_common.events import CampaignLaunch, CampaignResume, ContactSubscribed
+from mailroom_common.runtime_settings import SmtpAccount
 
 from mailroom.campaigns import send_command
+from tests.support.autoresponders import make_autoresponder, make_contact, make_list, trigger
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
-from tests.support.scenario import campaign_reaches, pool_of
+from tests.support.scenario import campaign_reaches, change_settings, pool_of
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
 
@@ -199,3 +202,75 @@ async def _nothing_sending(pool: asyncpg.Pool, campaign_id: int) -> bool:
         campaign_id,
     )
     return sending == 0
+
+
+@pytest.fixture
+async def impatient_installation() -> AsyncIterator[Installation]:
+    install = Installation(breaker_account_failure_seconds=2)
+    await install.setup()
+    try:
+        yield install
+    finally:
+        await install.teardown()
+
+
+async def test_a_campaign_whose_account_is_refused_for_a_while_pauses_until_resumed(
+    impatient_installation: Installation, smtp_server: SmtpServer
+) -> None:
+    install = impatient_installation
+    pool = pool_of(install)
+    audience = await make_audience(pool, 50, tag="account")
+    # TLS expected, plain SMTP answers: the account fails for every recipient
+    await use_smtp_server(pool, smtp_server.port, security="tls")
+    campaign_id = await make_campaign(pool, audience)
+    install.start_services()
+    await send_command(install.settings, CampaignLaunch(campaign_id=campaign_id))
+    status = await campaign_reaches(install, campaign_id, "paused", "completed", limit=60)
+    assert status["status"] == "paused", status
+    assert "SMTP account has refused every send" in status["pause_reason"]
+    assert smtp_server.handler.recipients() == {}
+
+    account = SmtpAccount(host="127.0.0.1", port=smtp_server.port, security="none", pool_size=4)
+    await change_settings(install, account)
+    await send_command(install.settings, CampaignResume(campaign_id=campaign_id))
+    status = await campaign_reaches(install, campaign_id, limit=60)
+    assert status["status"] == "completed", status
+    assert status["counts"] == {"sent": 50}
+    assert set(smtp_server.handler.recipients()) == audience.eligible
+
+
+async def test_an_autoresponder_to_an_unknown_user_bounces_at_send_time(
+    installation: Installation, smtp_server: SmtpServer
+) -> None:
+    pool = pool_of(installation)
+    await use_smtp_server(pool, smtp_server.port)
+    welcome = await make_list(pool, "welcome")
+    await make_autoresponder(installation, "Welcome", list_name="welcome")
+    contact_id = await make_contact(pool, "gone@welcome.test", welcome)
+    smtp_server.handler.rcpt_replies["gone@welcome.test"] = USER_UNKNOWN.format("gone")
+    installation.start_services()
+    await trigger(
+        installation, ContactSubscribed(contact_id=contact_id, list_id=welcome, event_id="g-1")
+    )
+
+    async def bounced() -> bool:
+        return bool(await pool.fetchval("SELECT count(*) FROM bounces"))
+
+    await wait_for(bounced, 30, "the bounce at send time")
+    item = await pool.fetchrow("SELECT id, status, bounce_kind FROM autoresponder_items")
+    assert item is not None and (item["status"], item["bounce_kind"]) == ("failed", "hard")
+    bounce = await pool.fetchrow(
+        "SELECT autoresponder_item_id, item_id, campaign_id, email, source FROM bounces"
+    )
+    assert bounce is not None
+    assert dict(bounce) == {
+        "autoresponder_item_id": item["id"],
+        "item_id": None,
+        "campaign_id": None,
+        "email": "gone@welcome.test",
+        "source": "smtp",
+    }
+    reason = await pool.fetchval(
+        "SELECT reason FROM suppressions WHERE email = 'gone@welcome.test'"
+    )
+    assert reason == "hard_bounce"
