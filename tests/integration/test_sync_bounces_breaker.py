@@ -19,6 +19,7 @@ from mailroom_common.runtime_settings import SmtpAccount
 
 from mailroom.campaigns import send_command
 from tests.support.autoresponders import make_autoresponder, make_contact, make_list, trigger
+from tests.support.cli import run_mailroom
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.scenario import campaign_reaches, change_settings, pool_of
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
@@ -164,6 +165,9 @@ async def test_a_campaign_bouncing_at_20_percent_pauses_itself_and_finishes_afte
         await wait_for(announced, 30, "campaign.paused")
         paused = next(body for key, body in events if key == "campaign.paused")
         assert paused["reason"] == status["pause_reason"]
+        shown = await run_mailroom(install.env, "campaign", "status", str(campaign_id))
+        assert shown.returncode == 0, shown.stderr
+        assert f"paused: {status['pause_reason']}" in shown.stdout
 
         await wait_for(
             lambda: _nothing_sending(pool, campaign_id), 30, "the items in flight to be recorded"
