@@ -96,13 +96,14 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     ),
     "bounce.detected": (
         "events",
-        "bounce_processor",
+        "bounce_processor, outbound_sender (a hard bounce at send time)",
         "anyone (the CRM)",
         "A bounce or complaint proven (signed VERP address or Message-ID; for a provider"
         " webhook's event without a Message-ID, the recent send to its recipient) to be about"
         " one of our emails was recorded, from the bounce mailbox or a provider webhook;"
         " suppressed says whether the address will get nothing more. Unproven bounces are"
-        " recorded but announce nothing.",
+        " recorded but announce nothing. The outbound sender announces an address refused"
+        " for good at send time (550 5.1.1 at RCPT or DATA).",
     ),
     "contact.unsubscribed": (
         "events",

@@ -77,7 +77,8 @@ async def create_campaign(pool: Pool, campaign: NewCampaign, settings: Settings)
 
 async def campaign_status(pool: Pool, campaign_id: int) -> dict[str, Any] | None:
     row = await pool.fetchrow(
-        "SELECT id, name, status, generation_done, failure_reason, send_at, launched_at,"
+        "SELECT id, name, status, pause_reason, generation_done, failure_reason, send_at,"
+        " launched_at,"
         " generated_at, completed_at, archived_at FROM campaigns WHERE id = $1",
         campaign_id,
     )

@@ -390,6 +390,8 @@ def campaign_status(campaign_id: int, as_json: JsonFlag = False) -> None:
         console.print(f"items archived at {status['archived_at']}")
     if status["failure_reason"]:
         console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
+    if status["pause_reason"]:
+        console.print(f"[yellow]paused:[/yellow] {escape(status['pause_reason'])}")
 
 
 @campaign_app.command("archive")

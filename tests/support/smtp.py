@@ -1,5 +1,5 @@
 """A real SMTP server on loopback (aiosmtpd) that records what it receives and can be told
-to answer 451 or 550 for chosen recipients."""
+to answer 451 or 550 for chosen recipients, or any reply of one's choosing at RCPT or DATA."""
 
 from __future__ import annotations
 
@@ -58,12 +58,17 @@ class RecordingHandler:
     soft_fail: set[str] = field(default_factory=set)
     soft_fail_everything_until: float = 0.0
     soft_fail_first: int = 0  # this many recipients are answered 451 before any is accepted
+    # address (lower-cased) -> the reply to its RCPT TO, or to the DATA of its message
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_replies: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         lowered = address.lower()
+        if lowered in self.rcpt_replies:
+            return self.rcpt_replies[lowered]
         if lowered in self.hard_fail:
             return MAILBOX_UNAVAILABLE
         if lowered in self.soft_fail or time.monotonic() < self.soft_fail_everything_until:
@@ -78,6 +83,9 @@ class RecordingHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or envelope.content
         assert isinstance(data, bytes)
+        for recipient in envelope.rcpt_tos:
+            if recipient.lower() in self.data_replies:
+                return self.data_replies[recipient.lower()]
         with self.lock:
             self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), data))
         return "250 Message accepted for delivery"

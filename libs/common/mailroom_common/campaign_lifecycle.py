@@ -158,13 +158,16 @@ async def finish_generation(runtime: Runtime, campaign_id: int, owner: str) -> i
 
 
 async def pause(runtime: Runtime, campaign_id: int, reason: str = "paused by request") -> bool:
-    """scheduled, generating or sending -> paused. False: it was not running."""
+    """scheduled, generating or sending -> paused, the reason kept for `campaign status`.
+    False: it was not running."""
     await status_of(runtime.pool, campaign_id)
     paused_from: CampaignStatus | None = await runtime.pool.fetchval(
-        "UPDATE campaigns SET paused_from = status, status = 'paused', lease_owner = NULL,"
-        " lease_until = NULL WHERE id = $1 AND status = ANY($2::text[]) RETURNING paused_from",
+        "UPDATE campaigns SET paused_from = status, status = 'paused', pause_reason = $3,"
+        " lease_owner = NULL, lease_until = NULL"
+        " WHERE id = $1 AND status = ANY($2::text[]) RETURNING paused_from",
         campaign_id,
         list(PAUSABLE_STATUSES),
+        reason,
     )
     if paused_from is None:
         return False
@@ -174,10 +177,14 @@ async def pause(runtime: Runtime, campaign_id: int, reason: str = "paused by req
 
 
 async def resume(runtime: Runtime, campaign_id: int) -> CampaignStatus | None:
-    """paused -> the status it was paused from. None: it was not paused."""
+    """paused -> the status it was paused from. None: it was not paused. The circuit
+    breaker judges the campaign afresh: on what happens from now on (its counts now are
+    those of the resume), and the account's failures are forgotten."""
     await status_of(runtime.pool, campaign_id)
     status: CampaignStatus | None = await runtime.pool.fetchval(
-        "UPDATE campaigns SET status = paused_from, paused_from = NULL"
+        "UPDATE campaigns SET status = paused_from, paused_from = NULL, pause_reason = NULL,"
+        " resumed_attempts = delivery_attempts, resumed_hard_bounces = hard_bounces,"
+        " resumed_complaints = complaints, account_failing_since = NULL"
         " WHERE id = $1 AND status = 'paused' RETURNING status",
         campaign_id,
     )

@@ -33,6 +33,12 @@ SMTP_REPLIES = Counter(
     "SMTP answers to a transaction, by class: 2xx, 4xx, 5xx, or none (the connection failed).",
     ["class"],
 )
+SMTP_REJECTIONS = Counter(
+    "mailroom_smtp_rejections_total",
+    "Permanent SMTP failures (5xx at RCPT or DATA) by what their status code is about: address"
+    " (a hard bounce: suppressed), policy (5.7.x: the message or sender), other.",
+    ["kind"],
+)
 QUEUE_MESSAGE_AGE_SECONDS = Histogram(
     "mailroom_queue_message_age_seconds",
     "Time from publication to consumption of a broker message, by queue.",

@@ -117,6 +117,35 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Items archived per transaction.",
     )
+    breaker_hard_bounce_percent: float = Field(
+        default=5.0,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="The completion service pauses a campaign whose hard bounces (at send time"
+        " or by bounce message) pass this share of its attempts since launch or resume.",
+    )
+    breaker_complaint_percent: float = Field(
+        default=0.1,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="... or whose complaints pass this share of its attempts.",
+    )
+    breaker_min_attempts: int = Field(
+        default=500,
+        ge=1,
+        le=100_000_000,
+        description="Attempts (final SMTP answers) a campaign makes since launch or resume"
+        " before its bounce and complaint rates are judged.",
+    )
+    breaker_account_failure_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="A campaign whose every send the SMTP account has refused (authentication,"
+        " TLS) for this long is paused.",
+    )
 
     signing_key: SecretStr = SecretStr(DEVELOPMENT_SIGNING_KEY)
     settings_key: SecretStr = Field(

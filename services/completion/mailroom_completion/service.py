@@ -1,5 +1,6 @@
-"""completion: marks campaigns completed and announces their figures; archives the items
-of campaigns that ended long ago."""
+"""completion: marks campaigns completed and announces their figures; pauses campaigns whose
+bounce or complaint rate passed its limit (the circuit breaker); archives the items of
+campaigns that ended long ago."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mailroom_common.jobs import MARK_CAMPAIGNS_COMPLETED
 from mailroom_common.runtime import Runtime
 from mailroom_common.service import PeriodicTask, Service
 
+from mailroom_completion.breaker import CircuitBreaker
 from mailroom_completion.completion import CompletionTracker
 from mailroom_completion.item_gauges import update_item_gauges
 from mailroom_completion.retention import Retention
@@ -25,18 +27,25 @@ def build(runtime: Runtime) -> Service:
     router = RabbitRouter()
     queue = runtime.topology.completion_events
     tracker = CompletionTracker(runtime)
+    breaker = CircuitBreaker(runtime)
 
     async def process(event: Event, _: RabbitMessage) -> None:
         campaign_id = getattr(event, "campaign_id", None)
         if campaign_id is not None:
+            if isinstance(event, DeliveryResults):
+                await breaker.check(campaign_id)
             await tracker.check(campaign_id)
+
+    async def check_running_campaigns() -> None:
+        await breaker.check()
+        await tracker.sweep()
 
     subscribe(router, runtime, queue, runtime.topology.events, EVENTS, process)
 
     sweep = PeriodicTask(
         "mark-campaigns-completed",
         runtime.settings.sweep_interval_seconds,
-        tracker.sweep,
+        check_running_campaigns,
         job=MARK_CAMPAIGNS_COMPLETED,
     )
     retention = Retention(runtime)

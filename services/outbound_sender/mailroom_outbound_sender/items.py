@@ -7,14 +7,35 @@ and not one with a kind).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from asyncpg import Record
+from asyncpg.pool import Pool, PoolConnectionProxy
 from mailroom_common import campaign_lifecycle
 from mailroom_common.campaign_lifecycle import Connection
 from mailroom_common.metrics import AUTORESPONDER_DUE_TO_SENT_SECONDS
+from prometheus_client import Counter
 
 from mailroom_outbound_sender.smtp_pool import Outcome
+
+SMTP_SUPPRESSIONS = Counter(
+    "mailroom_smtp_suppressions_total",
+    "Addresses suppressed by the sender: refused for good at send time (a hard bounce).",
+)
+
+
+@dataclass(frozen=True)
+class SyncBounce:
+    """A hard bounce at send time: the item (campaign or autoresponder), its address
+    (lower-cased), the reply's RFC 3463 status and the reply."""
+
+    item_id: int
+    email: str
+    status: str | None
+    reply: str
 
 
 @dataclass(frozen=True)
@@ -53,9 +74,10 @@ class ItemRepository(Protocol):
         """Open items (pending, queued, retry) -> `sending`, one try more, if the address
         of the item is the recipient given with it."""
 
-    async def record(self, conn: Connection, outcomes: list[Outcome]) -> None:
+    async def record(self, conn: Connection, outcomes: list[Outcome]) -> list[SyncBounce]:
         """The outcomes of items `sending`; an item refused because of the account (not its
-        recipient) gives its try back."""
+        recipient) gives its try back; one whose address was refused for good fails as a hard
+        bounce, recorded and its address suppressed. Those hard bounces."""
 
     async def give_up(self, conn: Connection, ids: list[int], reason: str) -> None:
         """Items not yet finished: `failed`, with the reason."""
@@ -149,14 +171,51 @@ SELECT array(SELECT id FROM claimed ORDER BY id) AS claimed,
        (SELECT sends FROM campaign) AS sends
 """
 
-# An item refused because of the account (not its recipient) gives its try back.
+# An item refused because of the account (not its recipient) gives its try back; one whose
+# address was refused for good (`bounced`, see smtp_pool) fails as a hard bounce. The campaign
+# counts its attempts (final answers) and since when the account has refused all its sends,
+# for the circuit breaker (mailroom_completion.breaker). The hard bounces' ids and addresses.
 CAMPAIGN_RECORD = """
-UPDATE campaign_items i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
-       sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END,
-       attempts = i.attempts - CASE WHEN r.account_problem THEN 1 ELSE 0 END
-FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[])
-     AS r(id, status, code, reply, account_problem)
-WHERE i.id = r.id AND i.status = 'sending'
+WITH r AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[])
+        AS r(id, status, code, reply, account_problem, bounced)),
+recorded AS (
+    UPDATE campaign_items i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
+           sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END,
+           attempts = i.attempts - CASE WHEN r.account_problem THEN 1 ELSE 0 END,
+           bounce_kind = CASE WHEN r.bounced THEN 'hard' ELSE i.bounce_kind END,
+           error = CASE WHEN r.bounced THEN 'hard bounce at send time' ELSE i.error END
+    FROM r
+    WHERE i.id = r.id AND i.status = 'sending'
+    RETURNING i.id, lower(i.email) AS email, r.status, r.account_problem, r.bounced),
+counted AS (
+    UPDATE campaigns SET
+        delivery_attempts = delivery_attempts
+            + (SELECT count(*) FROM recorded WHERE status <> 'retry'),
+        account_failing_since = CASE
+            WHEN EXISTS (SELECT 1 FROM recorded WHERE NOT account_problem) THEN NULL
+            ELSE coalesce(account_failing_since, now()) END
+    WHERE id = $7::bigint AND EXISTS (SELECT 1 FROM recorded))
+SELECT id, email FROM recorded WHERE bounced
+"""
+
+# Hard bounces at send time, recorded as the bounce processor records a proven hard bounce
+# (records.py): a bounces row (source smtp, no bounce message) and the address suppressed.
+CAMPAIGN_BOUNCES = """
+WITH b AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+        AS b(id, email, status, reply)),
+suppressed AS (
+    INSERT INTO suppressions (email, reason, detail)
+    SELECT DISTINCT ON (email) email, 'hard_bounce', left(concat_ws(' ', status, reply), 500)
+    FROM b ORDER BY email
+    ON CONFLICT (email) DO NOTHING
+    RETURNING email),
+recorded AS (
+    INSERT INTO bounces (item_id, campaign_id, email, kind, action, status, diagnostic,
+                         suppressed, source)
+    SELECT id, $5::bigint, email, 'hard', 'failed', status, reply, true, 'smtp' FROM b)
+SELECT count(*) FROM suppressed
 """
 
 CAMPAIGN_GIVE_UP = """
@@ -212,8 +271,15 @@ class CampaignItems:
         sends again (campaign_lifecycle.park_items)."""
         return await campaign_lifecycle.park_items(conn, self.campaign_id, ids)
 
-    async def record(self, conn: Connection, outcomes: list[Outcome]) -> None:
-        await conn.execute(CAMPAIGN_RECORD, *_result_columns(outcomes))
+    async def record(self, conn: Connection, outcomes: list[Outcome]) -> list[SyncBounce]:
+        async with _transaction(conn) as tx:
+            rows = await tx.fetch(CAMPAIGN_RECORD, *_result_columns(outcomes), self.campaign_id)
+            bounces = _sync_bounces(rows, outcomes)
+            if bounces:
+                columns = _bounce_columns(bounces)
+                new = await tx.fetchval(CAMPAIGN_BOUNCES, *columns, self.campaign_id)
+                SMTP_SUPPRESSIONS.inc(new)
+        return bounces
 
     async def give_up(self, conn: Connection, ids: list[int], reason: str) -> None:
         await conn.execute(CAMPAIGN_GIVE_UP, ids, reason)
@@ -259,13 +325,36 @@ SELECT array(SELECT id FROM claimed ORDER BY id) AS claimed,
 """
 
 AUTORESPONDER_RECORD = """
+WITH r AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[])
+        AS r(id, status, code, reply, account_problem, bounced))
 UPDATE autoresponder_items i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END,
-       attempts = i.attempts - CASE WHEN r.account_problem THEN 1 ELSE 0 END
-FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[])
-     AS r(id, status, code, reply, account_problem)
+       attempts = i.attempts - CASE WHEN r.account_problem THEN 1 ELSE 0 END,
+       bounce_kind = CASE WHEN r.bounced THEN 'hard' ELSE i.bounce_kind END,
+       error = CASE WHEN r.bounced THEN 'hard bounce at send time' ELSE i.error END
+FROM r
 WHERE i.id = r.id AND i.status = 'sending'
-RETURNING CASE WHEN i.status = 'sent' THEN extract(epoch FROM i.sent_at - i.due_at)::float8 END
+RETURNING i.id, lower(i.email) AS email, r.bounced,
+          CASE WHEN i.status = 'sent' THEN extract(epoch FROM i.sent_at - i.due_at)::float8 END
+              AS due_to_sent
+"""
+
+AUTORESPONDER_BOUNCES = """
+WITH b AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+        AS b(id, email, status, reply)),
+suppressed AS (
+    INSERT INTO suppressions (email, reason, detail)
+    SELECT DISTINCT ON (email) email, 'hard_bounce', left(concat_ws(' ', status, reply), 500)
+    FROM b ORDER BY email
+    ON CONFLICT (email) DO NOTHING
+    RETURNING email),
+recorded AS (
+    INSERT INTO bounces (autoresponder_item_id, email, kind, action, status, diagnostic,
+                         suppressed, source)
+    SELECT id, email, 'hard', 'failed', status, reply, true, 'smtp' FROM b)
+SELECT count(*) FROM suppressed
 """
 
 AUTORESPONDER_GIVE_UP = """
@@ -297,10 +386,17 @@ class AutoresponderItems:
             sends=True,
         )
 
-    async def record(self, conn: Connection, outcomes: list[Outcome]) -> None:
-        for row in await conn.fetch(AUTORESPONDER_RECORD, *_result_columns(outcomes)):
-            if row[0] is not None:
-                AUTORESPONDER_DUE_TO_SENT_SECONDS.observe(max(0.0, row[0]))
+    async def record(self, conn: Connection, outcomes: list[Outcome]) -> list[SyncBounce]:
+        async with _transaction(conn) as tx:
+            rows = await tx.fetch(AUTORESPONDER_RECORD, *_result_columns(outcomes))
+            bounces = _sync_bounces([r for r in rows if r["bounced"]], outcomes)
+            if bounces:
+                new = await tx.fetchval(AUTORESPONDER_BOUNCES, *_bounce_columns(bounces))
+                SMTP_SUPPRESSIONS.inc(new)
+        for row in rows:
+            if row["due_to_sent"] is not None:
+                AUTORESPONDER_DUE_TO_SENT_SECONDS.observe(max(0.0, row["due_to_sent"]))
+        return bounces
 
     async def give_up(self, conn: Connection, ids: list[int], reason: str) -> None:
         await conn.execute(AUTORESPONDER_GIVE_UP, ids, reason)
@@ -313,11 +409,42 @@ def _tries_before(ids: list[int], attempts: list[int]) -> dict[int, int]:
 
 def _result_columns(
     outcomes: list[Outcome],
-) -> tuple[list[int], list[str], list[int | None], list[str], list[bool]]:
+) -> tuple[list[int], list[str], list[int | None], list[str], list[bool], list[bool]]:
     return (
         [o.item_id for o in outcomes],
         [o.status for o in outcomes],
         [o.smtp_code for o in outcomes],
         [o.smtp_reply[:2000] for o in outcomes],
         [o.account_problem for o in outcomes],
+        [o.bounced for o in outcomes],
     )
+
+
+def _sync_bounces(rows: list[Record], outcomes: list[Outcome]) -> list[SyncBounce]:
+    """The recorded items (`rows`: id, email) whose outcome is a hard bounce."""
+    by_id = {o.item_id: o for o in outcomes}
+    return [
+        SyncBounce(r["id"], r["email"], by_id[r["id"]].enhanced_status, by_id[r["id"]].smtp_reply)
+        for r in rows
+    ]
+
+
+def _bounce_columns(
+    bounces: list[SyncBounce],
+) -> tuple[list[int], list[str], list[str | None], list[str]]:
+    return (
+        [b.item_id for b in bounces],
+        [b.email for b in bounces],
+        [b.status for b in bounces],
+        [b.reply[:2000] for b in bounces],
+    )
+
+
+@contextlib.asynccontextmanager
+async def _transaction(conn: Connection) -> AsyncIterator[PoolConnectionProxy]:
+    if isinstance(conn, Pool):
+        async with conn.acquire() as acquired, acquired.transaction():
+            yield acquired
+    else:
+        async with conn.transaction():
+            yield conn

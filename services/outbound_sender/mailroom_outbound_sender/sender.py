@@ -29,6 +29,7 @@ from typing import TypeVar
 from asyncpg.pool import PoolConnectionProxy
 from mailroom_common.broker import PRIORITY_ROUTING_KEY
 from mailroom_common.events import (
+    BounceDetected,
     DeliveryResult,
     DeliveryResults,
     ItemKind,
@@ -48,6 +49,7 @@ from mailroom_outbound_sender.items import (
     CampaignItems,
     Claim,
     ItemRepository,
+    SyncBounce,
 )
 from mailroom_outbound_sender.patience import broker_unavailable, database_unavailable, patiently
 from mailroom_outbound_sender.recipients import to_header_problem
@@ -64,6 +66,21 @@ FORGED_EMAILS = Counter(
 )
 
 RATE_LIMIT_NAME = "smtp:global"
+
+
+def _bounce_detected(batch: OutboundBatch, bounce: SyncBounce) -> BounceDetected:
+    """A hard bounce at send time, announced as the bounce processor announces one."""
+    campaign = batch.kind == "campaign"
+    return BounceDetected(
+        item_id=bounce.item_id if campaign else None,
+        autoresponder_item_id=None if campaign else bounce.item_id,
+        campaign_id=batch.campaign_id,
+        email=bounce.email,
+        kind="hard",
+        action="failed",
+        status=bounce.status,
+        suppressed=True,
+    )
 
 
 def items_of(batch: OutboundBatch) -> ItemRepository:
@@ -307,12 +324,14 @@ class OutboundSender:
         try:
             outcomes = await self.smtp.send_all(sending)
             final, retries = self._plan_retries(sending, outcomes, tries_before)
-            await self._database(
+            bounces = await self._database(
                 "recording delivery results", lambda: self._record(batch.kind, items, final)
             )
         finally:
             for email in sending:
                 self.in_flight.pop(email.item_id, None)
+        for bounce in bounces:
+            await self._announce(_bounce_detected(batch, bounce))
         priority = batch.kind == "autoresponder"  # back to the priority lane
         for delay, emails in retries.items():
             retry = OutboundBatch(kind=batch.kind, campaign_id=batch.campaign_id, emails=emails)
@@ -388,24 +407,26 @@ class OutboundSender:
         )
         log.info("stopping: %d emails of a batch handed back to the queue", len(emails))
 
-    async def _announce(self, results: DeliveryResults) -> None:
-        """delivery.results is news, the items are recorded: a broker gone for good loses
-        the news, never the results."""
+    async def _announce(self, news: DeliveryResults | BounceDetected) -> None:
+        """delivery.results and bounce.detected are news, the items are recorded: a broker
+        gone for good loses the news, never the results."""
         try:
             await self._broker(
-                "announcing delivery results", lambda: self.runtime.announce(results)
+                f"announcing {news.routing_key}", lambda: self.runtime.announce(news)
             )
         except Exception as error:
-            log.warning(
-                "delivery results of %d items not announced: %r", len(results.results), error
-            )
+            log.warning("%s not announced: %r", news.routing_key, error)
 
-    async def _record(self, kind: ItemKind, items: ItemRepository, outcomes: list[Outcome]) -> None:
+    async def _record(
+        self, kind: ItemKind, items: ItemRepository, outcomes: list[Outcome]
+    ) -> list[SyncBounce]:
+        """Record the outcomes; the hard bounces among them (recorded, addresses suppressed)."""
         if not outcomes:
-            return
-        await items.record(self.runtime.pool, outcomes)
+            return []
+        bounces = await items.record(self.runtime.pool, outcomes)
         for outcome in outcomes:
             DELIVERIES.labels(kind, outcome.status).inc()
+        return bounces
 
     @staticmethod
     async def _database(what: str, call: Callable[..., Awaitable[T]], *args: object) -> T:

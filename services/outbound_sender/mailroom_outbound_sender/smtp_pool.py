@@ -9,6 +9,10 @@ temporary failure to retry later, 5yz a permanent failure with the reply kept. T
 - the account's problems (authentication refused, TLS failing): the item waits, without
   using up its tries, until the account is fixed.
 
+A permanent failure says what it is about by its enhanced status code, judged as a DSN's is
+(mailroom_common.smtp_status.rejection_kind): the recipient's address (5.1.1 user unknown: a
+hard bounce, the address suppressed), a policy or content refusal (5.7.x), or other.
+
 A connection goes back to the pool only when its last transaction ended cleanly: accepted,
 or refused and then reset (RSET answered 250). A send cancelled or failing half-way (task
 cancelled, timeout, connection trouble) closes its connection.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import time
@@ -28,10 +33,11 @@ from typing import Literal
 
 import aiosmtplib
 from mailroom_common.events import OutboundEmail
-from mailroom_common.metrics import SMTP_REPLIES, SMTP_SEND_SECONDS
+from mailroom_common.metrics import SMTP_REJECTIONS, SMTP_REPLIES, SMTP_SEND_SECONDS
 from mailroom_common.runtime_settings import SmtpAccount
 from mailroom_common.smtp_client import smtp_client
 from mailroom_common.smtp_replies import ReplyScrubber
+from mailroom_common.smtp_status import RejectionKind, find_status, rejection_kind
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,15 @@ class Outcome:
     smtp_reply: str
     # the account's fault (authentication, TLS): the item waits without using up a try
     account_problem: bool = False
+    # a permanent failure: what it is about (the address: a hard bounce)
+    rejection: RejectionKind | None = None
+    # its RFC 3463 status code, e.g. "5.1.1"
+    enhanced_status: str | None = None
+
+    @property
+    def bounced(self) -> bool:
+        """A permanent failure of the recipient's address: a hard bounce at send time."""
+        return self.rejection == "address"
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,12 @@ def judge_reply(code: int) -> _Verdict:
     if code // 100 == SMTP_TRANSIENT_CLASS:
         return _Verdict("retry")
     return _Verdict("failed")
+
+
+def _with_rejection(outcome: Outcome, code: int, message: str) -> Outcome:
+    kind = rejection_kind(code, message)
+    SMTP_REJECTIONS.labels(kind).inc()
+    return dataclasses.replace(outcome, rejection=kind, enhanced_status=find_status(message))
 
 
 def _observe(outcome: Outcome, started: float) -> None:
@@ -225,6 +246,8 @@ class SmtpPool:
         verdict = judge_reply(code)
         reply = self.scrub(f"{code} {message}".strip())
         outcome = Outcome(email.item_id, verdict.status, code, reply, verdict.account_problem)
+        if verdict.status == "failed":
+            outcome = _with_rejection(outcome, code, message)
         if verdict.drop_connection or not await self._reset(holder):
             self._drop(holder)
         return outcome, verdict.try_fresh_connection and reused

@@ -1,15 +1,40 @@
-"""RFC 3463 status codes, SMTP reply codes and well-known phrases -> hard / soft."""
+"""RFC 3463 status codes, SMTP reply codes and well-known phrases -> hard / soft.
+
+The rules on codes are shared with the outbound sender (mailroom_common.smtp_status); the
+phrases and delay notices are a bounce message's own."""
 
 from __future__ import annotations
 
 import re
 
+from mailroom_common.smtp_status import (
+    ENHANCED_RE,
+    REPLY_RE,
+    find_reply_code,
+    find_status,
+    find_statuses,
+    is_generic,
+    kind_from_reply,
+    kind_from_status,
+    significance,
+)
+
 from .models import HARD, SOFT
 
-ENHANCED_RE = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?![\w.]*\d)")
-"""An enhanced status code anywhere in a text (not part of an IP or version)."""
-REPLY_RE = re.compile(r"(?<![\w.\-#])([245][0-5]\d)(?=[ \-,;]|$)", re.MULTILINE)
-"""A three-digit SMTP reply code."""
+__all__ = [
+    "ENHANCED_RE",
+    "REPLY_RE",
+    "find_reply_code",
+    "find_status",
+    "find_statuses",
+    "is_delay_notice",
+    "is_generic",
+    "kind_from_phrases",
+    "kind_from_reply",
+    "kind_from_status",
+    "significance",
+    "soft_phrase",
+]
 
 # Phrases that mean the failure is transient even when no code says so.
 _SOFT_PHRASES = re.compile(
@@ -74,56 +99,6 @@ _HARD_PHRASES = re.compile(
 )
 
 
-def find_status(text: str | None) -> str | None:
-    """First enhanced status code in ``text``."""
-    if not text:
-        return None
-    match = ENHANCED_RE.search(text)
-    if match is None:
-        return None
-    return ".".join(match.groups())
-
-
-def find_statuses(text: str) -> list[str]:
-    return [".".join(m.groups()) for m in ENHANCED_RE.finditer(text)]
-
-
-def find_reply_code(text: str | None) -> str | None:
-    """First SMTP reply code (4yz/5yz) in ``text``."""
-    if not text:
-        return None
-    for match in REPLY_RE.finditer(text):
-        code = match.group(1)
-        if code[0] in "45":
-            return code
-    return None
-
-
-def is_generic(status: str | None) -> bool:
-    """``X.0.0``-style codes carry no more than the class."""
-    return status is None or status.endswith(".0.0")
-
-
-def kind_from_status(status: str | None) -> str | None:
-    if not status:
-        return None
-    if status.startswith("5"):
-        return HARD
-    if status.startswith("4"):
-        return SOFT
-    return None
-
-
-def kind_from_reply(code: str | None) -> str | None:
-    if not code:
-        return None
-    if code.startswith("5"):
-        return HARD
-    if code.startswith("4"):
-        return SOFT
-    return None
-
-
 def kind_from_phrases(text: str | None) -> str | None:
     """``soft`` or ``hard`` from well-known wording, ``None`` if nothing matches."""
     if not text:
@@ -141,14 +116,6 @@ def kind_from_phrases(text: str | None) -> str | None:
 
 def soft_phrase(text: str | None) -> bool:
     return bool(text) and _SOFT_PHRASES.search(text or "") is not None
-
-
-def significance(status: str | None) -> tuple[int, int]:
-    """Sort key: permanent before transient, specific before generic."""
-    if not status:
-        return (0, 0)
-    klass = {"5": 3, "4": 2}.get(status[0], 1)
-    return (klass, 0 if is_generic(status) else 1)
 
 
 def is_delay_notice(subject: str, text: str) -> bool:
