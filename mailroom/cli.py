@@ -696,6 +696,9 @@ def bench(
         typer.Option(help="Messages of the bare aiosmtplib loop (default min(N, 20,000))."),
     ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the run's database and logs.")] = False,
+    dkim: Annotated[
+        bool, typer.Option(help="Sign every message (DKIM rsa-sha256, a key made for the run).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """A campaign end to end on this machine, with its own database and queues: generation,
@@ -714,6 +717,7 @@ def bench(
         sender_replicas=sender_replicas,
         bare_messages=bare_messages,
         keep=keep,
+        dkim=dkim,
     )
     try:
         figures = run_bench(options)
