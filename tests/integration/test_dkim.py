@@ -62,11 +62,12 @@ async def test_every_message_carries_signatures_that_verify(
         assert keys.verify(message.data) == [True, True], message.message_id
         signed = signature_tags(message.data)["h"].split(":")
         assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
-        # From is news@mailroom.test, under the DKIM domain: the Message-ID is aligned, and
-        # the bounce processor still recognises it and the VERP return path
+        # From is news@mailroom.test, at the DKIM domain: the Message-ID and the return path
+        # are aligned with it, and the bounce processor still recognises both
         assert message.message_id.endswith(f"@{DOMAIN}>")
         assert signer.verify_message_id(message.message_id) is not None
         assert signer.verify_verp_address(message.envelope_from) is not None
+        assert message.envelope_from.endswith("@bounces.mailroom.test")  # under mailroom.test
 
     sample = received[0].data
     assert keys.verify(sample.replace(b"Subject: News", b"Subject: Olds", 1)) == [False, False]

@@ -132,16 +132,25 @@ def test_keys_are_checked_and_loaded_once() -> None:
         load_private_key("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
 
 
-def test_message_id_is_aligned_with_from_when_dkim_signs_for_its_domain() -> None:
-    settings = Settings(environment="development", message_id_domain="ids.example.net")
+def test_message_id_and_return_path_are_aligned_with_from_where_they_can_be() -> None:
+    settings = Settings(
+        environment="development",
+        message_id_domain="ids.example.net",
+        bounce_domain="bounces.mailroom.test",
+        bounce_domains=["bounces.example.com", "Bounce.Example.org"],
+    )
     signing = SmtpAccount.model_validate({**KEYS.smtp_settings(), "dkim_domain": "example.com"})
     aligned = sending_for(signing, "news@mail.example.com", settings)
     assert aligned.dkim is not None and aligned.message_id_domain == "example.com"
+    assert aligned.bounce_domain == "bounces.example.com"  # under the DKIM domain
     other = sending_for(signing, "news@example.org", settings)
     assert other.dkim is not None and other.message_id_domain == "ids.example.net"
+    assert other.bounce_domain == "Bounce.Example.org"  # under the From domain itself
+    elsewhere = sending_for(signing, "news@example.net", settings)
+    assert elsewhere.bounce_domain == "bounces.mailroom.test"  # none aligned: the default
     unsigned = sending_for(SmtpAccount(), "news@example.com", settings)
     assert unsigned.dkim is None and unsigned.message_id_domain == "ids.example.net"
-    assert aligned.bounce_domain == settings.bounce_domain  # its MX reaches the mailbox
+    assert unsigned.bounce_domain == "bounces.example.com"
 
 
 def test_dns_record_is_what_dkimpy_reads() -> None:

@@ -4,9 +4,10 @@ signatures.
 
 Domains: with DKIM on and the From address at the DKIM domain or under it, the Message-ID
 is at the DKIM domain (aligned with From); otherwise at MAILROOM_MESSAGE_ID_DOMAIN. The
-return path is at MAILROOM_BOUNCE_DOMAIN, whose MX must reach the bounce mailbox: make it a
-subdomain of the DKIM domain (bounces.example.com) for SPF alignment. The bounce processor
-matches Message-IDs and VERP addresses by their signature, whatever their domain.
+return path is at the first of MAILROOM_BOUNCE_DOMAIN and MAILROOM_BOUNCE_DOMAINS aligned
+with the From domain (each one's MX reaches the bounce mailbox), else at
+MAILROOM_BOUNCE_DOMAIN. The bounce processor matches Message-IDs and VERP addresses by their
+signature, whatever their domain.
 """
 
 from __future__ import annotations
@@ -45,14 +46,30 @@ def sending_for(account: SmtpAccount, from_email: str, settings: Settings) -> Se
             (account.dkim_ed25519_selector, account.dkim_ed25519_private_key.get_secret_value()),
         ],
     )
-    aligned = dkim is not None and dkim.aligned(from_email)
+    aligned = dkim if dkim is not None and dkim.aligned(from_email) else None
     return Sending(
         dkim=dkim,
-        message_id_domain=dkim.domain
-        if dkim is not None and aligned
-        else settings.message_id_domain,
-        bounce_domain=settings.bounce_domain,
+        message_id_domain=aligned.domain if aligned is not None else settings.message_id_domain,
+        bounce_domain=_bounce_domain(from_email, aligned, settings),
     )
+
+
+def _under(domain: str, parent: str) -> bool:
+    return domain == parent or domain.endswith("." + parent)
+
+
+def _bounce_domain(from_email: str, dkim: DkimSigner | None, settings: Settings) -> str:
+    """The first bounce domain at or under the From domain, or under the DKIM domain that
+    From is aligned with (relaxed alignment, the DKIM domain taken as the organisational
+    one); else MAILROOM_BOUNCE_DOMAIN."""
+    parents = [from_email.rpartition("@")[2].lower().rstrip(".")]
+    if dkim is not None:
+        parents.append(dkim.domain.lower())
+    for candidate in (settings.bounce_domain, *settings.bounce_domains):
+        domain = candidate.lower().rstrip(".")
+        if any(_under(domain, parent) for parent in parents):
+            return candidate
+    return settings.bounce_domain
 
 
 def render_outbound(
