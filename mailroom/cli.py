@@ -590,6 +590,37 @@ def settings_test_imap(
     _action("/actions/test-imap", None, as_json)
 
 
+@settings_app.command("dkim-keygen")
+def settings_dkim_keygen(
+    selector: Annotated[
+        str | None, typer.Option(help="The DNS selector (default: mr<YYYYMMDD>).")
+    ] = None,
+    domain: Annotated[
+        str | None, typer.Option(help="The signing domain (default: dkim_domain, else From's).")
+    ] = None,
+    ed25519: Annotated[
+        bool, typer.Option("--ed25519", help="A key for the second, ed25519-sha256 signature.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make a DKIM key pair, store its private key (encrypted, write-only) and print the DNS
+    TXT record to publish (rotation: docs/config.md)."""
+    from mailroom.dkim_keygen import NEXT_STEPS, KeygenRefused, plan_keygen
+
+    current = _admin_request("GET", "/settings/smtp")["settings"]
+    try:
+        keygen = plan_keygen(current, selector, domain, ed25519)
+    except KeygenRefused as refused:
+        raise _fail(str(refused)) from None
+    result = _admin_request("PUT", "/settings/smtp", keygen.changes)
+    if as_json:
+        console.print_json(json.dumps({**keygen.summary(), "version": result["version"]}))
+        return
+    sys.stdout.write(keygen.record + "\n")
+    step = NEXT_STEPS[keygen.stored_as].format(selector=keygen.selector)
+    errors.print(f"smtp: version {result['version']}: {escape(step)}", soft_wrap=True)
+
+
 @settings_app.command("openapi")
 def settings_openapi(
     out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None,
@@ -667,6 +698,9 @@ def bench(
         typer.Option(help="Messages of the bare aiosmtplib loop (default min(N, 20,000))."),
     ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the run's database and logs.")] = False,
+    dkim: Annotated[
+        bool, typer.Option(help="Sign every message (DKIM rsa-sha256, a key made for the run).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """A campaign end to end on this machine, with its own database and queues: generation,
@@ -685,6 +719,7 @@ def bench(
         sender_replicas=sender_replicas,
         bare_messages=bare_messages,
         keep=keep,
+        dkim=dkim,
     )
     try:
         figures = run_bench(options)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from mailroom_common.events import OutboundEmail
-from mailroom_common.outbound import render_outbound
-from mailroom_common.runtime_settings import MarketingSettings
+from mailroom_common.outbound import render_outbound, sending_for
+from mailroom_common.runtime_settings import MarketingSettings, SmtpAccount
 from mailroom_common.settings import Settings
 from mailroom_common.signing import Signer
 from mailroom_message_processor.public import compile_campaign
@@ -50,12 +50,14 @@ def render_messages(
     campaign: Mapping[str, Any],
     contacts: Sequence[Mapping[str, Any]],
     marketing: MarketingSettings | None = None,
+    account: SmtpAccount | None = None,
 ) -> list[OutboundEmail]:
     """The messages the pipeline would send `contacts` for `campaign` (a campaigns row),
     with item ids that belong to no item."""
     marketing = marketing or MarketingSettings()
     compiled = compile_campaign(campaign, marketing)  # type: ignore[arg-type]
     signer = signer_of(settings)
+    sending = sending_for(account or SmtpAccount(), campaign["from_email"], settings)
     source = f"c{campaign['id']}"
     emails = []
     for number, contact in enumerate(contacts):
@@ -69,7 +71,7 @@ def render_messages(
                 source=source,
                 base_url=marketing.public_base_url.rstrip("/"),
                 signer=signer,
-                settings=settings,
+                sending=sending,
             )
         )
     return emails

@@ -98,6 +98,7 @@ def report(
         "sender_replicas": options.sender_replicas,
         "pool": options.pool,
         "smtp_latency": options.smtp_latency,
+        "dkim": options.dkim,
         **run,
         "import_rows": imported.rows,
         "import_subscribed": imported.subscribed,

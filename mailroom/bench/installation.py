@@ -13,6 +13,7 @@ import asyncpg
 from mailroom_common.broker import Topology
 from mailroom_common.broker_policy import BrokerPolicyError, remove_delivery_limit
 from mailroom_common.db import create_pool, quote_ident
+from mailroom_common.dkim_signing import new_private_key
 from mailroom_common.migrate import migrate
 from mailroom_common.runtime_settings import SettingsStore, SmtpAccount
 from mailroom_common.settings import Settings
@@ -47,18 +48,31 @@ class BenchInstallation:
             "MAILROOM_ENVIRONMENT": self.settings.environment,
         }
 
-    async def create(self, smtp_port: int, pool_size: int) -> None:
-        """A migrated database whose SMTP account is the sink, unlimited in rate."""
+    async def create(self, smtp_port: int, pool_size: int, dkim: bool = False) -> None:
+        """A migrated database whose SMTP account is the sink, unlimited in rate; with
+        `dkim`, signing every message with a 2048-bit RSA key made for the run."""
+        signing = (
+            {
+                "dkim_domain": "mailroom.test",  # the bench campaign's From domain
+                "dkim_selector": "bench",
+                "dkim_private_key": new_private_key("rsa-sha256"),
+            }
+            if dkim
+            else {}
+        )
         await migrate(self.settings.database_url, create_database=True)
         pool = await create_pool(self.settings)
         try:
             await SettingsStore(pool, self.settings.settings_key).save(
-                SmtpAccount(
-                    host="127.0.0.1",
-                    port=smtp_port,
-                    security="none",
-                    pool_size=pool_size,
-                    messages_per_second=0,
+                SmtpAccount.model_validate(
+                    {
+                        "host": "127.0.0.1",
+                        "port": smtp_port,
+                        "security": "none",
+                        "pool_size": pool_size,
+                        "messages_per_second": 0,
+                        **signing,
+                    }
                 ),
                 changed_by="bench",
             )

@@ -20,6 +20,7 @@ class BenchOptions:
     sender_replicas: int = 1
     bare_messages: int | None = None  # None: min(recipients, 20,000), shorter with latency
     keep: bool = False  # keep the database and queues for inspection
+    dkim: bool = False  # every message signed (rsa-sha256, a key made for the run)
 
     def problems(self) -> list[str]:
         found = []

@@ -156,7 +156,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
     )
     finished = False
     try:
-        asyncio.run(installation.create(sink_port, options.pool))
+        asyncio.run(installation.create(sink_port, options.pool, dkim=options.dkim))
         paragraphs = paragraphs_for(installation.settings, options.size)
         csv_path = workdir / "audience.csv"
         write_audience(csv_path, options.recipients)

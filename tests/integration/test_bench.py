@@ -82,9 +82,9 @@ def assert_sane(figures: dict[str, Any], processes: list[str]) -> None:
 
 
 async def test_bench_in_one_process() -> None:
-    figures = run_bench("--size", "3000")
+    figures = run_bench("--size", "3000", "--dkim")
     assert_sane(figures, ["all"])
-    assert figures["processes"] == "single"
+    assert figures["processes"] == "single" and figures["dkim"] is True
     assert 2500 <= figures["message_bytes"] <= 3500
     await assert_cleaned_up(figures["run"])
 

@@ -76,6 +76,13 @@ Username = Annotated[str, Field(max_length=320), AfterValidator(one_line)]
 Password = Annotated[SecretStr, Field(max_length=1024)]
 FromAddress = Annotated[str, Field(max_length=320), AfterValidator(from_address)]
 Footer = Annotated[str, Field(max_length=65_536), AfterValidator(template_text)]
+DkimDomain = Annotated[
+    str, Field(max_length=253, pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)*$")
+]
+DkimSelector = Annotated[
+    str, Field(max_length=63, pattern=r"^([A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)*$")
+]
+DkimKey = Annotated[SecretStr, Field(max_length=16_384)]  # PEM; checked by the config API
 
 
 class SmtpAccount(BaseModel):
@@ -97,6 +104,22 @@ class SmtpAccount(BaseModel):
         default=0, ge=0, le=100_000, allow_inf_nan=False, description="0 means no limit."
     )
     timeout_seconds: float = Field(default=30, gt=0, le=3600, allow_inf_nan=False)
+    # DKIM (docs/config.md): every message signed for dkim_domain, rsa-sha256 with the
+    # selector's key and, when set, ed25519-sha256 as well; the keys are write-only.
+    dkim_domain: DkimDomain = Field(default="", description="Empty: messages are not signed.")
+    dkim_selector: DkimSelector = ""
+    dkim_private_key: DkimKey = SecretStr("")
+    dkim_next_selector: DkimSelector = Field(
+        default="",
+        description="A key made for rotation, not used yet: setting dkim_selector to it makes"
+        " it the active key (once its DNS record is published).",
+    )
+    dkim_next_private_key: DkimKey = SecretStr("")
+    dkim_previous_selector: DkimSelector = Field(
+        default="", description="The selector rotated out: keep its DNS record a while."
+    )
+    dkim_ed25519_selector: DkimSelector = ""
+    dkim_ed25519_private_key: DkimKey = SecretStr("")
 
 
 def check_public_base_url(url: str) -> str:

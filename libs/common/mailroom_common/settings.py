@@ -161,6 +161,13 @@ class Settings(BaseSettings):
     )
     signing_key_previous: SecretStr | None = None
     bounce_domain: str = "bounces.mailroom.test"
+    bounce_domains: list[str] = Field(
+        default=[],
+        description="More domains of the VERP return path (a JSON list), each with an MX that"
+        " reaches the bounce mailbox: a message's return path uses the first of"
+        " MAILROOM_BOUNCE_DOMAIN and these aligned with its From domain, else"
+        " MAILROOM_BOUNCE_DOMAIN.",
+    )
     message_id_domain: str = "mailroom.test"
 
     http_host: str = "0.0.0.0"

@@ -19,7 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 from mailroom_common.broker import PRIORITY_ROUTING_KEY
 from mailroom_common.events import OutboundBatch, OutboundEmail
 from mailroom_common.metrics import EMAILS_RENDERED, RENDER_FAILURES
-from mailroom_common.outbound import render_outbound
+from mailroom_common.outbound import render_outbound, sending_for
 from mailroom_common.rendering import CompiledMessage, RecipientProblem, TemplateProblem
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import MarketingSettings, SmtpAccount
@@ -148,7 +148,7 @@ class Scheduler:
         account: SmtpAccount,
         closed: dict[int, tuple[str, str]],
     ) -> list[OutboundEmail]:
-        settings, signer = self.runtime.settings, self.runtime.signer
+        signer = self.runtime.signer
         marketing_version, account_version = versions
         base_url = marketing.public_base_url.rstrip("/")
         emails: list[OutboundEmail] = []
@@ -166,6 +166,8 @@ class Scheduler:
                 RENDER_FAILURES.labels("autoresponder").inc()
                 closed[row["id"]] = ("failed", f"template problem: {problem}"[:2000])
                 continue
+            from_email = definition["from_email"] or account.from_email
+            sending = sending_for(account, from_email, self.runtime.settings)
             try:
                 email = render_outbound(
                     compiled,
@@ -174,7 +176,7 @@ class Scheduler:
                     source=f"a{definition['id']}",
                     base_url=base_url,
                     signer=signer,
-                    settings=settings,
+                    sending=sending,
                 )
             except RecipientProblem as problem:
                 RENDER_FAILURES.labels("recipient").inc()

@@ -324,8 +324,8 @@ token, the answer is 401; when the service has no token configured, every call g
 - **Changes** are partial: the keys sent are merged into the current value and the whole is
   validated (422 names each field and why). Each change is a new version, recorded with who
   made it (`X-Mailroom-Actor`, else `admin`) and announced as `settings.changed`.
-- **Passwords** are write-only: shown as `"********"` when set, `""` when not; sending the
-  mask back keeps the stored password.
+- **Passwords** (and the DKIM private keys of `smtp`) are write-only: shown as `"********"`
+  when set, `""` when not; sending the mask back keeps the stored value.
 - **Read-only** entries (`read_only` in a group's view) are shown, never changed here; a PUT
   that tries gets 409.
 - **Jobs** (`/admin/jobs`): the six campaign jobs, as `mailroom jobs --json` shows them

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mailroom_common.dkim_signing import KeyProblem, algorithm_of, load_private_key
 from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
 from mailroom_common.runtime_settings import (
     DEFAULT_HTML_FOOTER,
     DEFAULT_TEXT_FOOTER,
     GROUPS,
     MarketingSettings,
+    SmtpAccount,
 )
 from mailroom_common.settings import Settings
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -137,6 +139,8 @@ def merge(group: str, current: BaseModel, changes: dict[str, Any], settings: Set
         if updates.get(name) == MASK:
             del updates[name]  # the mask sent back: keep the stored password
     merged = {**plain(current), **updates, "group": group}
+    if group == "smtp":
+        _promote_next_dkim_key(merged, updates, getattr(current, "dkim_selector", ""))
     try:
         value = GROUPS[group].model_validate(merged)
     except ValidationError as error:
@@ -145,7 +149,61 @@ def merge(group: str, current: BaseModel, changes: dict[str, Any], settings: Set
         footer_problems = check_footers(value)
         if footer_problems:
             raise Invalid(footer_problems)
+    if isinstance(value, SmtpAccount):
+        dkim_problems = check_dkim(value)
+        if dkim_problems:
+            raise Invalid(dkim_problems)
     return value
+
+
+def _promote_next_dkim_key(merged: dict[str, Any], updates: dict[str, Any], active: str) -> None:
+    """dkim_selector set to the next selector (and no key sent with it): the next key
+    becomes the active one and the active selector the previous one (key rotation)."""
+    selector = updates.get("dkim_selector")
+    if (
+        selector
+        and selector == merged.get("dkim_next_selector")
+        and "dkim_private_key" not in updates
+    ):
+        merged["dkim_previous_selector"] = active
+        merged["dkim_private_key"] = merged["dkim_next_private_key"]
+        merged["dkim_next_selector"] = ""
+        merged["dkim_next_private_key"] = ""
+
+
+DKIM_KEYS = {
+    "dkim_private_key": "rsa-sha256",
+    "dkim_next_private_key": "rsa-sha256",
+    "dkim_ed25519_private_key": "ed25519-sha256",
+}
+
+
+def check_dkim(value: SmtpAccount) -> list[FieldProblem]:
+    """Each DKIM key loads and is of its kind (RSA of 2048 bits or more, Ed25519); a domain
+    with a key and a selector, or none. The problems never show a key."""
+    problems = []
+    for field, algorithm in DKIM_KEYS.items():
+        pem = getattr(value, field).get_secret_value()
+        if not pem:
+            continue
+        try:
+            key = load_private_key(pem)
+        except KeyProblem as problem:
+            problems.append(FieldProblem(field, str(problem)))
+            continue
+        if algorithm_of(key) != algorithm:
+            problems.append(FieldProblem(field, f"not a key for {algorithm}"))
+    pairs = (
+        ("dkim_selector", "dkim_private_key"),
+        ("dkim_next_selector", "dkim_next_private_key"),
+        ("dkim_ed25519_selector", "dkim_ed25519_private_key"),
+    )
+    for selector, key_field in pairs:
+        if bool(getattr(value, selector)) != bool(getattr(value, key_field).get_secret_value()):
+            problems.append(FieldProblem(selector, f"{selector} and {key_field} go together"))
+    if value.dkim_domain and not value.dkim_private_key.get_secret_value():
+        problems.append(FieldProblem("dkim_domain", "signing needs dkim_selector and its key"))
+    return problems
 
 
 def check_footers(value: MarketingSettings) -> list[FieldProblem]:

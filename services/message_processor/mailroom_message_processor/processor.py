@@ -27,10 +27,10 @@ from mailroom_common.events import (
 )
 from mailroom_common.intake import Rejected
 from mailroom_common.metrics import EMAILS_RENDERED, RENDER_FAILURES
-from mailroom_common.outbound import render_outbound
+from mailroom_common.outbound import Sending, render_outbound, sending_for
 from mailroom_common.rendering import CompiledMessage, RecipientProblem, TemplateProblem
 from mailroom_common.runtime import Runtime
-from mailroom_common.runtime_settings import MarketingSettings
+from mailroom_common.runtime_settings import MarketingSettings, SmtpAccount
 
 from mailroom_message_processor.campaign_content import compile_campaign
 
@@ -103,6 +103,8 @@ class MessageProcessor:
         except TemplateProblem as problem:
             await self._fail_campaign(campaign["id"], str(problem))
             return
+        account, _ = await runtime.settings_store.load(SmtpAccount)
+        sending = sending_for(account, campaign["from_email"], runtime.settings)
         rows = await runtime.pool.fetch(PENDING_ITEMS, page.item_ids, page.campaign_id)
         # one batch rendered at a time, published, then the next: a page never holds all
         # its rendered emails at once (a page of 1,000 emails of 22 KB would be 22 MB,
@@ -113,7 +115,7 @@ class MessageProcessor:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             emails = await asyncio.to_thread(
-                self._render, campaign, compiled, marketing, chunk, failures, limits
+                self._render, campaign, compiled, marketing, sending, chunk, failures, limits
             )
             if limits.hit >= LIMIT_FAILURES:
                 await self._fail_campaign(
@@ -177,6 +179,7 @@ class MessageProcessor:
         campaign: Record,
         compiled: CompiledMessage,
         marketing: MarketingSettings,
+        sending: Sending,
         rows: list[Record],
         failures: dict[int, str],
         limits: _Limits,
@@ -184,7 +187,7 @@ class MessageProcessor:
         """The emails of `rows`; those that failed go to `failures` (id -> reason), and
         those that hit a rendering limit (time, size: the template's fault, not the
         recipient's) are counted in `limits`."""
-        settings, signer = self.runtime.settings, self.runtime.signer
+        signer = self.runtime.signer
         base_url = marketing.public_base_url.rstrip("/")
         source = f"c{campaign['id']}"
         emails: list[OutboundEmail] = []
@@ -201,7 +204,7 @@ class MessageProcessor:
                     source=source,
                     base_url=base_url,
                     signer=signer,
-                    settings=settings,
+                    sending=sending,
                 )
             except RecipientProblem as problem:
                 RENDER_FAILURES.labels("recipient").inc()
