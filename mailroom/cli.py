@@ -390,6 +390,21 @@ def campaign_status(campaign_id: int, as_json: JsonFlag = False) -> None:
         console.print(f"items archived at {status['archived_at']}")
     if status["failure_reason"]:
         console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
+    if status["send_rate"]:
+        console.print(_send_rate_line(status["send_rate"]))
+
+
+def _send_rate_line(rate: dict[str, Any]) -> str:
+    line = (
+        f"send rate (the SMTP account's, shared): {rate['rate_per_second']:g}/s"
+        f" of {rate['ceiling_per_second']:g}/s"
+    )
+    if rate["reason"] != "ceiling":
+        ago = rate["seconds_since_decrease"]
+        line += f", {escape(rate['reason'])} ({ago:g} s ago)" if ago is not None else ""
+    if rate["throttle_events"]:
+        line += f"; {rate['throttle_events']} throttling replies so far"
+    return line
 
 
 @campaign_app.command("archive")

@@ -149,7 +149,7 @@ SELECT array(SELECT id FROM claimed ORDER BY id) AS claimed,
        (SELECT sends FROM campaign) AS sends
 """
 
-# An item refused because of the account (not its recipient) gives its try back.
+# An item refused because of the account (not its recipient), or throttled, gives its try back.
 CAMPAIGN_RECORD = """
 UPDATE campaign_items i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END,
@@ -319,5 +319,5 @@ def _result_columns(
         [o.status for o in outcomes],
         [o.smtp_code for o in outcomes],
         [o.smtp_reply[:2000] for o in outcomes],
-        [o.account_problem for o in outcomes],
+        [o.account_problem or o.throttled for o in outcomes],
     )

@@ -33,6 +33,8 @@ from mailroom_common.runtime_settings import SmtpAccount
 from mailroom_common.smtp_client import smtp_client
 from mailroom_common.smtp_replies import ReplyScrubber
 
+from mailroom_outbound_sender.throttling import is_throttling
+
 log = logging.getLogger(__name__)
 
 SMTP_OK_CLASS = 2
@@ -56,6 +58,8 @@ class Outcome:
     smtp_reply: str
     # the account's fault (authentication, TLS): the item waits without using up a try
     account_problem: bool = False
+    # the relay asks us to send slower (throttling.py): the item waits without using up a try
+    throttled: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,10 @@ class SmtpPool:
             raise
         verdict = judge_reply(code)
         reply = self.scrub(f"{code} {message}".strip())
-        outcome = Outcome(email.item_id, verdict.status, code, reply, verdict.account_problem)
+        throttled = verdict.status == "retry" and is_throttling(code, message)
+        outcome = Outcome(
+            email.item_id, verdict.status, code, reply, verdict.account_problem, throttled
+        )
         if verdict.drop_connection or not await self._reset(holder):
             self._drop(holder)
         return outcome, verdict.try_fresh_connection and reused
@@ -243,7 +250,8 @@ class SmtpPool:
                 error, aiosmtplib.SMTPAuthenticationError
             ):
                 return Outcome(email.item_id, "retry", error.code, reply, True)
-            return Outcome(email.item_id, "retry", error.code, reply)
+            throttled = is_throttling(error.code, error.message)
+            return Outcome(email.item_id, "retry", error.code, reply, throttled=throttled)
         except Exception as error:
             if _is_tls_failure(error) or isinstance(error, aiosmtplib.SMTPNotSupported):
                 reply = self.scrub(f"TLS with the SMTP server failed: {error}")
