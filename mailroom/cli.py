@@ -679,6 +679,13 @@ def bench(
         int | None,
         typer.Option(help="Messages of the bare aiosmtplib loop (default min(N, 20,000))."),
     ] = None,
+    smtp_throttle_above: Annotated[
+        int,
+        typer.Option(
+            help="The SMTP server answers 421 4.7.0 above this many msg/s (the account's rate:"
+            " twice that); prints the rate the senders found and the deferrals."
+        ),
+    ] = 0,
     keep: Annotated[bool, typer.Option(help="Keep the run's database and logs.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -697,6 +704,7 @@ def bench(
         processes="single" if processes == "single" else "separate",
         sender_replicas=sender_replicas,
         bare_messages=bare_messages,
+        smtp_throttle_above=smtp_throttle_above,
         keep=keep,
     )
     try:

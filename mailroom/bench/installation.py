@@ -47,8 +47,9 @@ class BenchInstallation:
             "MAILROOM_ENVIRONMENT": self.settings.environment,
         }
 
-    async def create(self, smtp_port: int, pool_size: int) -> None:
-        """A migrated database whose SMTP account is the sink, unlimited in rate."""
+    async def create(self, smtp_port: int, pool_size: int, rate: float = 0) -> None:
+        """A migrated database whose SMTP account is the sink, at `rate` messages a second
+        (0: unlimited)."""
         await migrate(self.settings.database_url, create_database=True)
         pool = await create_pool(self.settings)
         try:
@@ -58,7 +59,7 @@ class BenchInstallation:
                     port=smtp_port,
                     security="none",
                     pool_size=pool_size,
-                    messages_per_second=0,
+                    messages_per_second=rate,
                 ),
                 changed_by="bench",
             )
