@@ -33,7 +33,6 @@ async def test_the_sender_settles_near_the_relays_rate(
         throttling_smtp,
         RECIPIENTS,
         messages_per_second=CEILING,
-        rate_interval_seconds=1,
     )
     status = await campaign_reaches(installation, campaign_id)
 
