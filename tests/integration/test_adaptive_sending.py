@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from mailroom_common.adaptive_rate import ACCOUNT_RATE_NAME, AdaptiveRateLimiter
 
+from tests.support.cli import run_mailroom
 from tests.support.environment import Installation
 from tests.support.scenario import campaign_reaches, launched_campaign, pool_of, status_of
 from tests.support.throttling_smtp import ThrottlingSmtpServer
@@ -58,6 +59,10 @@ async def test_the_sender_settles_near_the_relays_rate(
     assert send_rate["rate_per_second"] < CEILING
     assert send_rate["reason"] == "lowered: 421 4.7.0 Try again later"
     assert send_rate["throttle_events"] == state.throttle_events >= deferrals
+    shown = await run_mailroom(installation.env, "campaign", "status", str(campaign_id))
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("send rate"))
+    assert f"of {CEILING}/s, lowered: 421 4.7.0 Try again later (" in line, line
     # a throttled send gave its try back: nobody went through the retry tiers' count
     attempts = await pool_of(installation).fetchval(
         "SELECT max(attempts) FROM campaign_items WHERE campaign_id = $1", campaign_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mailroom_common.runtime_settings import SmtpAccount
 from mailroom_outbound_sender.send_rate import policy_of
@@ -67,7 +69,7 @@ def test_the_benchmark_relay_admits_a_rate_over_a_sliding_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [100.0]
-    monkeypatch.setattr(smtp_sink.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     window = smtp_sink.RateWindow(3)
     assert [window.admit() for _ in range(4)] == [True, True, True, False]
     now[0] += 0.5
