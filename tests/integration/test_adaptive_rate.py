@@ -127,3 +127,15 @@ async def test_a_fixed_policy_never_moves(installation: Installation) -> None:
     await limiter.take(1, POLICY, wait=False)
     await limiter.lower(POLICY, "421 4.7.0 Try again later")
     assert (await limiter.take(1, AimdPolicy.fixed(100), wait=False)).rate == 100
+
+
+async def test_tokens_given_back_are_there_for_the_next_taker(
+    installation: Installation,
+) -> None:
+    clock = Clock()
+    (limiter,) = limiters(installation, clock, 1)
+    await limiter.take(25, POLICY, wait=False)  # the whole quarter-second bucket
+    far = await limiter.take(100, POLICY, wait=False)
+    assert far.waited_seconds == pytest.approx(1.0)
+    await limiter.give_back(100)
+    assert (await limiter.take(10, POLICY, wait=False)).waited_seconds == pytest.approx(0.1)

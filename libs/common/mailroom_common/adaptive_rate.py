@@ -125,6 +125,8 @@ WHERE r.name = $1
 RETURNING r.rate, r.decreased_at = n.t AS lowered
 """
 
+GIVE_BACK = "UPDATE rate_limits SET tokens = tokens + $2::float8 WHERE name = $1"
+
 STATE = """
 SELECT rate, ceiling, reason, throttle_events,
        extract(epoch FROM clock_timestamp() - decreased_at)::float8 AS since_decrease
@@ -185,6 +187,10 @@ class AdaptiveRateLimiter:
         if row is None:
             return None
         return Lowered(rate=float(row["rate"]), lowered=bool(row["lowered"]))
+
+    async def give_back(self, count: int) -> None:
+        """Tokens taken and not used (a taker too far in the queue takes again later)."""
+        await self.pool.execute(GIVE_BACK, self.name, float(count))
 
     async def state(self) -> RateState:
         row = await self.pool.fetchrow(STATE, self.name)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 from asyncpg.pool import Pool
-from mailroom_common.adaptive_rate import AdaptiveRateLimiter, AimdPolicy
+from mailroom_common.adaptive_rate import AdaptiveRateLimiter, AimdPolicy, Taken
 from mailroom_common.metrics import (
     RATE_LIMIT_WAIT_SECONDS,
     SEND_RATE_PER_SECOND,
@@ -61,12 +62,20 @@ class SendRate:
         every taker: when the rate comes down meanwhile (this sender lowered it, or saw it
         lowered), the rest of the wait grows with it and by the decrease's hold, so that
         sends queued at the old rate do not go out at the old rate after the relay said it
-        was too fast."""
-        taken = await self.limiter.take(count, self.policy, wait=False)
-        self._seen(taken.rate)
-        remaining, rate = taken.waited_seconds, taken.rate
+        was too fast. A wait longer than an interval (the rate may move meanwhile, up as
+        well) gives its tokens back and takes again after that long."""
         waited = 0.0
+        taken = await self._take(count)
+        remaining, rate = taken.waited_seconds, taken.rate
         while remaining > 0:
+            longest = self._longest_wait()
+            if remaining > longest:
+                await self.limiter.give_back(count)
+                await asyncio.sleep(longest)
+                waited += longest
+                taken = await self._take(count)
+                remaining, rate = taken.waited_seconds, taken.rate
+                continue
             nap = min(remaining, WAKE_SECONDS)
             await asyncio.sleep(nap)
             waited += nap
@@ -77,6 +86,16 @@ class SendRate:
                 remaining = remaining * rate / self.current + self.policy.interval_seconds / 2
                 rate = self.current
         RATE_LIMIT_WAIT_SECONDS.inc(waited)
+
+    async def _take(self, count: int) -> Taken:
+        taken = await self.limiter.take(count, self.policy, wait=False)
+        self._seen(taken.rate)
+        return taken
+
+    def _longest_wait(self) -> float:
+        """A fixed rate never moves: its takers wait their turn however long it is."""
+        policy = self.policy
+        return policy.interval_seconds if policy.floor < policy.ceiling else math.inf
 
     async def after(self, outcomes: list[Outcome]) -> None:
         """Lower the shared rate if the relay throttled any of these sends."""
