@@ -230,7 +230,12 @@ class SmtpPool:
         reply = self.scrub(f"{code} {message}".strip())
         throttled = verdict.status == "retry" and is_throttling(code, message)
         outcome = Outcome(
-            email.item_id, verdict.status, code, reply, verdict.account_problem, throttled
+            email.item_id,
+            verdict.status,
+            code,
+            reply,
+            verdict.account_problem,
+            throttled=throttled,
         )
         if verdict.drop_connection or not await self._reset(holder):
             self._drop(holder)
