@@ -5,8 +5,8 @@ raised back slowly (AIMD: multiplicative decrease, additive increase).
 Every replica reads and changes the same row, each change one statement:
 
 - a take raises the rate by `step` for every whole `interval` since it last changed (never
-  above the ceiling) if the rate was in use (the bucket did not fill up meanwhile), then
-  takes its tokens at that rate;
+  above the ceiling) if the rate is in use (the bucket is in debt, or a taker had to wait
+  within the last interval), then takes its tokens at that rate;
 - a throttling reply multiplies the rate by `factor` (never below the floor), empties the
   bucket and holds every taker back for half an interval (the relay's own count has time to
   fall), at most once per `interval`: N replicas seeing the same burst of 421s lower the
@@ -74,24 +74,30 @@ class RateState:
 
 
 # $1 name, $2 count, $3 ceiling, $4 floor, $5 step, $6 interval (s), $7 now or NULL.
-# b: the stored rate clamped to [floor, ceiling]; u: whether the bucket filled up since the
-# last take (the rate was not used: nothing tells it could be higher, so it is not raised
-# and its interval starts again) and the whole intervals since it last changed; s: the
-# raised rate. The bucket refills at it, up to a quarter-second of it (a relay counting
-# over a sliding second then sees no more than the rate after an idle spell).
+# b: the stored rate clamped to [floor, ceiling]; u: whether the rate is idle (the bucket
+# filled up and no taker had to wait for the last interval: the senders had less to send
+# than the rate, nothing tells it could be higher, so it is not raised and its interval
+# starts again; tokens given back fill the bucket too, hence the second half) and the whole
+# intervals since it last changed; s: the raised rate; k: the tokens left. The bucket
+# refills at the rate, up to a quarter-second of it (a relay counting over a sliding second
+# then sees no more than the rate after an idle spell).
 TAKE = """
 INSERT INTO rate_limits AS r (name, tokens, updated_at, rate, rate_changed_at, ceiling)
 VALUES ($1, greatest($3::float8 * 0.25, 1) - $2::float8,
         coalesce($7::timestamptz, clock_timestamp()), $3::float8,
         coalesce($7::timestamptz, clock_timestamp()), $3::float8)
-ON CONFLICT (name) DO UPDATE SET (rate, rate_changed_at, ceiling, tokens, updated_at) = (
-    SELECT s.rate, s.changed_at, $3::float8,
-           least(greatest(s.rate * 0.25, 1), r.tokens + b.elapsed * s.rate) - $2::float8,
-           greatest(excluded.updated_at, r.updated_at)
+ON CONFLICT (name) DO UPDATE SET
+    (rate, rate_changed_at, ceiling, tokens, updated_at, waited_at) = (
+    SELECT s.rate, s.changed_at, $3::float8, k.tokens,
+           greatest(excluded.updated_at, r.updated_at),
+           CASE WHEN k.tokens < 0 THEN excluded.updated_at ELSE r.waited_at END
     FROM (SELECT least($3::float8, greatest($4::float8, coalesce(r.rate, $3::float8))) AS base,
                  greatest(extract(epoch FROM excluded.updated_at - r.updated_at), 0) AS elapsed
          ) b,
-    LATERAL (SELECT r.tokens + b.elapsed * b.base >= greatest(b.base * 0.25, 1) AS idle,
+    LATERAL (SELECT r.tokens + b.elapsed * b.base >= greatest(b.base * 0.25, 1)
+                    AND (r.waited_at IS NULL
+                         OR r.waited_at < excluded.updated_at - make_interval(secs => $6::float8))
+                    AS idle,
                     CASE WHEN r.rate IS NULL OR r.rate_changed_at IS NULL THEN 0
                          ELSE floor(greatest(extract(epoch FROM
                                   excluded.updated_at - r.rate_changed_at), 0) / $6::float8)
@@ -101,7 +107,9 @@ ON CONFLICT (name) DO UPDATE SET (rate, rate_changed_at, ceiling, tokens, update
                     CASE WHEN u.idle THEN excluded.updated_at
                          WHEN u.steps > 0
                          THEN r.rate_changed_at + make_interval(secs => u.steps * $6::float8)
-                         ELSE r.rate_changed_at END AS changed_at) s)
+                         ELSE r.rate_changed_at END AS changed_at) s,
+    LATERAL (SELECT least(greatest(s.rate * 0.25, 1), r.tokens + b.elapsed * s.rate)
+                    - $2::float8 AS tokens) k)
 RETURNING tokens, rate
 """
 
