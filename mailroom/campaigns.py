@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncpg.pool import Pool
+from mailroom_common.adaptive_rate import ACCOUNT_RATE_NAME, AdaptiveRateLimiter
 from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
 from mailroom_common.campaign_counts import item_counts
 from mailroom_common.events import OPEN_STATUSES, Event
@@ -89,6 +90,8 @@ async def campaign_status(pool: Pool, campaign_id: int) -> dict[str, Any] | None
     open_items = sum(counts.get(s, 0) for s in OPEN_STATUSES)
     status = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in dict(row).items()}
     status.update(items=total, open=open_items, done=total - open_items, counts=counts)
+    # the SMTP account's shared rate, as the senders adapt it to the relay (not the campaign's)
+    status["send_rate"] = await AdaptiveRateLimiter(pool, ACCOUNT_RATE_NAME).summary()
     return status
 
 

@@ -392,6 +392,21 @@ def campaign_status(campaign_id: int, as_json: JsonFlag = False) -> None:
         console.print(f"[red]failed:[/red] {escape(status['failure_reason'])}")
     if status["pause_reason"]:
         console.print(f"[yellow]paused:[/yellow] {escape(status['pause_reason'])}")
+    if status["send_rate"]:
+        console.print(_send_rate_line(status["send_rate"]))
+
+
+def _send_rate_line(rate: dict[str, Any]) -> str:
+    line = (
+        f"send rate (the SMTP account's, shared): {rate['rate_per_second']:g}/s"
+        f" of {rate['ceiling_per_second']:g}/s"
+    )
+    if rate["reason"] != "ceiling":
+        ago = rate["seconds_since_decrease"]
+        line += f", {escape(rate['reason'])} ({ago:g} s ago)" if ago is not None else ""
+    if rate["throttle_events"]:
+        line += f"; {rate['throttle_events']} throttling replies so far"
+    return line
 
 
 @campaign_app.command("archive")
@@ -697,6 +712,13 @@ def bench(
         int | None,
         typer.Option(help="Messages of the bare aiosmtplib loop (default min(N, 20,000))."),
     ] = None,
+    smtp_throttle_above: Annotated[
+        int,
+        typer.Option(
+            help="The SMTP server answers 421 4.7.0 above this many msg/s (the account's rate:"
+            " twice that); prints the rate the senders found and the deferrals."
+        ),
+    ] = 0,
     keep: Annotated[bool, typer.Option(help="Keep the run's database and logs.")] = False,
     dkim: Annotated[
         bool, typer.Option(help="Sign every message (DKIM rsa-sha256, a key made for the run).")
@@ -718,6 +740,7 @@ def bench(
         processes="single" if processes == "single" else "separate",
         sender_replicas=sender_replicas,
         bare_messages=bare_messages,
+        smtp_throttle_above=smtp_throttle_above,
         keep=keep,
         dkim=dkim,
     )

@@ -48,9 +48,12 @@ class BenchInstallation:
             "MAILROOM_ENVIRONMENT": self.settings.environment,
         }
 
-    async def create(self, smtp_port: int, pool_size: int, dkim: bool = False) -> None:
-        """A migrated database whose SMTP account is the sink, unlimited in rate; with
-        `dkim`, signing every message with a 2048-bit RSA key made for the run."""
+    async def create(
+        self, smtp_port: int, pool_size: int, rate: float = 0, dkim: bool = False
+    ) -> None:
+        """A migrated database whose SMTP account is the sink, at `rate` messages a second
+        (0: unlimited); with `dkim`, signing every message with a 2048-bit RSA key made for
+        the run."""
         signing = (
             {
                 "dkim_domain": "mailroom.test",  # the bench campaign's From domain
@@ -70,7 +73,7 @@ class BenchInstallation:
                         "port": smtp_port,
                         "security": "none",
                         "pool_size": pool_size,
-                        "messages_per_second": 0,
+                        "messages_per_second": rate,
                         **signing,
                     }
                 ),

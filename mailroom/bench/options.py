@@ -19,6 +19,9 @@ class BenchOptions:
     processes: Layout = "single"
     sender_replicas: int = 1
     bare_messages: int | None = None  # None: min(recipients, 20,000), shorter with latency
+    # the account's SMTP server answers 421 4.7.0 above this many messages a second (0: never);
+    # the account's messages_per_second is then twice that, for the sender to find the rate
+    smtp_throttle_above: int = 0
     keep: bool = False  # keep the database and queues for inspection
     dkim: bool = False  # every message signed (rsa-sha256, a key made for the run)
 
@@ -34,6 +37,8 @@ class BenchOptions:
             found.append("--sender-replicas must be at least 1")
         if self.processes == "single" and self.sender_replicas != 1:
             found.append("--sender-replicas needs --processes separate")
+        if self.smtp_throttle_above < 0:
+            found.append("--smtp-throttle-above must not be negative")
         if self.size is not None and self.size < 1:
             found.append("--size must be positive")
         return found
@@ -42,6 +47,12 @@ class BenchOptions:
     def bare_connections(self) -> int:
         """The bare loop's connections: as many as all the senders may hold together."""
         return self.pool * self.sender_replicas
+
+    @property
+    def account_rate(self) -> float:
+        """The account's messages_per_second: no limit, or twice what a throttling relay
+        takes (the ceiling the adaptive rate comes down from)."""
+        return 2.0 * self.smtp_throttle_above
 
     def bare_sample(self) -> int:
         """How many messages the bare aiosmtplib loop sends."""

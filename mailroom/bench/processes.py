@@ -137,6 +137,10 @@ class ServiceProcesses:
                     total += value
         return total
 
+    def gauges(self, name: str) -> list[float]:
+        """The samples of a gauge, one per process (and label set) that reports it."""
+        return [v for s in self.running for v in s.metrics().get(name, {}).values()]
+
     def broker_messages(self) -> dict[str, float]:
         """Broker messages the processes consumed, by queue (every outcome)."""
         by_queue: dict[str, float] = {}

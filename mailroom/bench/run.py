@@ -116,8 +116,10 @@ async def _watch(
     campaign_id: int,
     recipients: int,
     console: Console,
+    rates: list[float],
 ) -> int:
-    """Until the campaign ends; the watcher's own transactions on the run's database."""
+    """Until the campaign ends; the watcher's own transactions on the run's database. The
+    shared send rate as the senders saw it, every second, goes into `rates`."""
     async with CampaignWatcher(installation.settings.database_url) as watcher:
         with Progress(
             SpinnerColumn(),
@@ -130,10 +132,40 @@ async def _watch(
                 state = await watcher.status(campaign_id)
                 sent = int(services.counter("mailroom_deliveries_total", status="sent"))
                 progress.update(task, state=state, sent=sent)
+                seen = services.gauges("mailroom_send_rate_per_second")
+                if seen and state == "sending":
+                    rates.append(sum(seen) / len(seen))
                 if state in FINAL_STATUSES:
                     return watcher.transactions
                 _check_alive(services)
                 await asyncio.sleep(1)
+
+
+def _throttle_note(options: BenchOptions) -> str:
+    if not options.smtp_throttle_above:
+        return ""
+    return (
+        f" (421 4.7.0 above {options.smtp_throttle_above} msg/s; the account's"
+        f" messages_per_second {options.account_rate:g})"
+    )
+
+
+def _throttle_figures(
+    options: BenchOptions, services: ServiceProcesses, rates: list[float]
+) -> dict[str, Any]:
+    """With a throttling relay: the rate the senders found (the shared rate, mean over the
+    sending and at its end) and the deferrals (throttling replies) and retries."""
+    if not options.smtp_throttle_above:
+        return {}
+    later = rates[len(rates) // 2 :]  # the second half: after the first decreases
+    return {
+        "smtp_throttle_above": options.smtp_throttle_above,
+        "account_messages_per_second": options.account_rate,
+        "rate_found_per_second": round(sum(later) / len(later), 1) if later else None,
+        "rate_at_end_per_second": round(rates[-1], 1) if rates else None,
+        "throttle_deferrals": int(services.counter("mailroom_throttle_events_total")),
+        "retries": int(services.counter("mailroom_deliveries_total", status="retry")),
+    }
 
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str, Any]:
@@ -149,14 +181,24 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
     sink_port = free_port()
     connections = options.bare_connections + options.pool * options.sender_replicas + 16
     sink = start_smtp_sink(sink_port, options.smtp_latency, connections)
+    # a throttling relay for the account; the bare loop keeps the plain sink (it would stop
+    # at the first 421)
+    relay, relay_port = sink, sink_port
+    if options.smtp_throttle_above:
+        relay_port = free_port()
+        relay = start_smtp_sink(
+            relay_port, options.smtp_latency, connections, options.smtp_throttle_above
+        )
     console.print(
         f"run {installation.tag}: database {installation.database}, queues"
-        f" {installation.settings.queue_prefix}.*, SMTP sink {sink_name(sink)} on"
-        f" 127.0.0.1:{sink_port}, logs in {workdir}"
+        f" {installation.settings.queue_prefix}.*, SMTP sink {sink_name(relay)} on"
+        f" 127.0.0.1:{relay_port}{_throttle_note(options)}, logs in {workdir}"
     )
     finished = False
     try:
-        asyncio.run(installation.create(sink_port, options.pool, dkim=options.dkim))
+        asyncio.run(
+            installation.create(relay_port, options.pool, options.account_rate, dkim=options.dkim)
+        )
         paragraphs = paragraphs_for(installation.settings, options.size)
         csv_path = workdir / "audience.csv"
         write_audience(csv_path, options.recipients)
@@ -189,9 +231,11 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
                     installation.settings, CampaignLaunch(campaign_id=campaign_id)
                 )
             )
+            rates: list[float] = []
             watcher_transactions = asyncio.run(
-                _watch(installation, services, campaign_id, options.recipients, console)
+                _watch(installation, services, campaign_id, options.recipients, console, rates)
             )
+            throttling = _throttle_figures(options, services, rates)
             cpu_after = services.cpu()
             backends_after = _backends_cpu(installation)
             rss = services.peak_rss()
@@ -205,8 +249,9 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
             options,
             run={
                 "run": installation.tag,
-                "smtp_server": sink_name(sink),
+                "smtp_server": sink_name(relay),
                 "message_bytes": message_bytes,
+                **throttling,
             },
             imported=imported,
             timings=timings,
@@ -225,8 +270,9 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> dict[str
             render=render,
         )
     finally:
-        sink.kill()
-        sink.wait()
+        for server in {sink, relay}:
+            server.kill()
+            server.wait()
         if options.keep:
             console.print(f"kept database {installation.database} and logs in {workdir}")
         else:

@@ -109,3 +109,19 @@ async def test_bench_in_separate_processes_with_two_senders() -> None:
     busy = {s["process"]: s["cpu_seconds"] for s in figures["services"]}
     assert busy["message_processor"] > 0 and any(busy[s] > 0 for s in senders)
     await assert_cleaned_up(figures["run"])
+
+
+async def test_bench_against_a_throttling_relay() -> None:
+    """The relay answers 421 4.7.0 above 40 msg/s, the account allows 80: every recipient
+    is reached once the sender found the rate, and the report says what it found."""
+    figures = run_bench("--smtp-throttle-above", "40")
+    assert figures["status"] == "completed"
+    assert figures["sent"] == figures["items"] == RECIPIENTS
+    assert figures["bare_sent"] == RECIPIENTS  # the bare loop keeps a plain sink
+    assert figures["smtp_server"] == "aiosmtpd"
+    assert figures["smtp_throttle_above"] == 40
+    assert figures["account_messages_per_second"] == 80
+    assert 0 < figures["rate_found_per_second"] <= 80
+    assert figures["throttle_deferrals"] > 0
+    assert figures["retries"] >= figures["throttle_deferrals"]
+    await assert_cleaned_up(figures["run"])

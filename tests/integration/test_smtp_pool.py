@@ -139,3 +139,37 @@ async def test_replies_echoing_the_credentials_are_scrubbed(faulty_smtp: FaultyS
     reply = outcomes[0].smtp_reply
     assert outcomes[0].status == "failed" and reply.startswith("550 5.7.1")
     assert secret not in reply and plain not in reply and plain.rstrip("=") not in reply
+
+
+async def test_throttling_replies_are_told_apart(faulty_smtp: FaultySmtpServer) -> None:
+    faults = faulty_smtp.faults
+    faults.rcpt_replies["slow@example.test"] = "451 4.7.500 Server busy. Please try again later"
+    faults.rcpt_replies["quota@example.test"] = "454 Throttling failure: Maximum sending rate"
+    faults.rcpt_replies["later@example.test"] = "451 4.3.0 Try again later"
+    faults.rcpt_replies["grey@example.test"] = "451 4.7.1 Greylisted, please try again"
+    pool = pool_for(faulty_smtp.port)
+    try:
+        outcomes = await pool.send_all(
+            [
+                outbound_email(1, "slow@example.test"),
+                outbound_email(2, "quota@example.test"),
+                outbound_email(3, "later@example.test"),
+                outbound_email(4, "grey@example.test"),
+            ]
+        )
+        faulty_smtp.busy_for(30)  # 421 at the greeting of the next connection
+        await pool.close()
+        pool = pool_for(faulty_smtp.port)
+        busy = await pool.send_all([outbound_email(5, "next@example.test")])
+    finally:
+        await pool.close()
+
+    throttled = {o.item_id: (o.status, o.throttled) for o in outcomes + busy}
+    assert throttled == {
+        1: ("retry", True),
+        2: ("retry", True),
+        3: ("retry", False),
+        4: ("retry", False),
+        5: ("retry", True),
+    }
+    assert not any(o.account_problem for o in outcomes + busy)

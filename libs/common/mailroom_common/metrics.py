@@ -75,3 +75,14 @@ JOB_LAST_SUCCESS = Gauge(
     "When a run of the job last succeeded in this process (unix seconds).",
     ["job"],
 )
+SEND_RATE_PER_SECOND = Gauge(
+    "mailroom_send_rate_per_second",
+    "The shared send rate (messages a second) as this sender last saw it, by limiter group;"
+    " below the account's messages_per_second while the relay throttles.",
+    ["group"],
+)
+THROTTLE_EVENTS = Counter(
+    "mailroom_throttle_events_total",
+    "Throttling replies from the SMTP relay (421, 4.7.x, rate-limit texts), by limiter group.",
+    ["group"],
+)

@@ -120,6 +120,36 @@ class SmtpAccount(BaseModel):
     )
     dkim_ed25519_selector: DkimSelector = ""
     dkim_ed25519_private_key: DkimKey = SecretStr("")
+    # the adaptive rate (mailroom_common.adaptive_rate), between the floor and
+    # messages_per_second; nothing to adapt when that is 0 (no limit)
+    adaptive_rate: bool = Field(
+        default=True,
+        description="Lower the send rate while the relay throttles (421, 4.7.x), then raise it"
+        " back slowly.",
+    )
+    rate_floor_per_second: float = Field(default=1, gt=0, le=100_000, allow_inf_nan=False)
+    rate_increase_step_percent: float = Field(
+        default=5,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="Percent of messages_per_second added back every interval.",
+    )
+    rate_decrease_factor: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="The rate is multiplied by it when the relay throttles.",
+    )
+    rate_interval_seconds: float = Field(
+        default=2,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="One increase step per interval without throttling; at most one decrease"
+        " per interval, whatever the number of senders.",
+    )
 
 
 def check_public_base_url(url: str) -> str:

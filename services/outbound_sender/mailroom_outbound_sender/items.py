@@ -171,18 +171,20 @@ SELECT array(SELECT id FROM claimed ORDER BY id) AS claimed,
        (SELECT sends FROM campaign) AS sends
 """
 
-# An item refused because of the account (not its recipient) gives its try back; one whose
-# address was refused for good (`bounced`, see smtp_pool) fails as a hard bounce. The campaign
-# counts its attempts (final answers) and since when the account has refused all its sends,
-# for the circuit breaker (mailroom_completion.breaker). The hard bounces' ids and addresses.
+# An item refused because of the account (not its recipient), or throttled by the relay,
+# gives its try back; one whose address was refused for good (`bounced`, see smtp_pool) fails
+# as a hard bounce. The campaign counts its attempts (final answers) and since when the
+# account has refused all its sends (a throttling reply is an answer, not a refusal), for the
+# circuit breaker (mailroom_completion.breaker). The hard bounces' ids and addresses.
 CAMPAIGN_RECORD = """
 WITH r AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[])
-        AS r(id, status, code, reply, account_problem, bounced)),
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[],
+                         $7::bool[])
+        AS r(id, status, code, reply, gives_try_back, bounced, account_problem)),
 recorded AS (
     UPDATE campaign_items i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
            sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END,
-           attempts = i.attempts - CASE WHEN r.account_problem THEN 1 ELSE 0 END,
+           attempts = i.attempts - CASE WHEN r.gives_try_back THEN 1 ELSE 0 END,
            bounce_kind = CASE WHEN r.bounced THEN 'hard' ELSE i.bounce_kind END,
            error = CASE WHEN r.bounced THEN 'hard bounce at send time' ELSE i.error END
     FROM r
@@ -195,7 +197,7 @@ counted AS (
         account_failing_since = CASE
             WHEN EXISTS (SELECT 1 FROM recorded WHERE NOT account_problem) THEN NULL
             ELSE coalesce(account_failing_since, now()) END
-    WHERE id = $7::bigint AND EXISTS (SELECT 1 FROM recorded))
+    WHERE id = $8::bigint AND EXISTS (SELECT 1 FROM recorded))
 SELECT id, email FROM recorded WHERE bounced
 """
 
@@ -326,11 +328,12 @@ SELECT array(SELECT id FROM claimed ORDER BY id) AS claimed,
 
 AUTORESPONDER_RECORD = """
 WITH r AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[])
-        AS r(id, status, code, reply, account_problem, bounced))
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[],
+                         $7::bool[])
+        AS r(id, status, code, reply, gives_try_back, bounced, account_problem))
 UPDATE autoresponder_items i SET status = r.status, smtp_code = r.code, smtp_reply = r.reply,
        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE i.sent_at END,
-       attempts = i.attempts - CASE WHEN r.account_problem THEN 1 ELSE 0 END,
+       attempts = i.attempts - CASE WHEN r.gives_try_back THEN 1 ELSE 0 END,
        bounce_kind = CASE WHEN r.bounced THEN 'hard' ELSE i.bounce_kind END,
        error = CASE WHEN r.bounced THEN 'hard bounce at send time' ELSE i.error END
 FROM r
@@ -409,14 +412,15 @@ def _tries_before(ids: list[int], attempts: list[int]) -> dict[int, int]:
 
 def _result_columns(
     outcomes: list[Outcome],
-) -> tuple[list[int], list[str], list[int | None], list[str], list[bool], list[bool]]:
+) -> tuple[list[int], list[str], list[int | None], list[str], list[bool], list[bool], list[bool]]:
     return (
         [o.item_id for o in outcomes],
         [o.status for o in outcomes],
         [o.smtp_code for o in outcomes],
         [o.smtp_reply[:2000] for o in outcomes],
-        [o.account_problem for o in outcomes],
+        [o.account_problem or o.throttled for o in outcomes],
         [o.bounced for o in outcomes],
+        [o.account_problem for o in outcomes],
     )
 
 

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from asyncpg.pool import PoolConnectionProxy
+from mailroom_common.adaptive_rate import ACCOUNT_RATE_NAME
 from mailroom_common.broker import PRIORITY_ROUTING_KEY
 from mailroom_common.events import (
     BounceDetected,
@@ -39,7 +40,6 @@ from mailroom_common.events import (
 )
 from mailroom_common.intake import Rejected
 from mailroom_common.metrics import DELIVERIES
-from mailroom_common.rate_limit import SharedRateLimiter
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import SmtpAccount
 from prometheus_client import Counter
@@ -53,6 +53,7 @@ from mailroom_outbound_sender.items import (
 )
 from mailroom_outbound_sender.patience import broker_unavailable, database_unavailable, patiently
 from mailroom_outbound_sender.recipients import to_header_problem
+from mailroom_outbound_sender.send_rate import SendRate
 from mailroom_outbound_sender.smtp_pool import Outcome, SmtpPool
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ FORGED_EMAILS = Counter(
     ["kind"],
 )
 
-RATE_LIMIT_NAME = "smtp:global"
+RATE_LIMIT_NAME = ACCOUNT_RATE_NAME
 
 
 def _bounce_detected(batch: OutboundBatch, bounce: SyncBounce) -> BounceDetected:
@@ -95,7 +96,7 @@ def items_of(batch: OutboundBatch) -> ItemRepository:
 class OutboundSender:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.limiter = SharedRateLimiter(runtime.pool, RATE_LIMIT_NAME)
+        self.send_rate = SendRate(runtime.pool, RATE_LIMIT_NAME)
         self.account = SmtpAccount()
         self.smtp = SmtpPool(self.account)
         self.account_version = -1
@@ -122,6 +123,7 @@ class OutboundSender:
             return
         old_pool = self.smtp
         self.account, self.account_version = account, version
+        self.send_rate.use(account)
         self.smtp = SmtpPool(account)
         await old_pool.close()
         log.info(
@@ -139,9 +141,10 @@ class OutboundSender:
     def _chunk_size(self) -> int:
         """Emails claimed, sent and recorded together. Small, so that a pause or cancel stops
         a batch at its next chunk and a crash leaves few results unrecorded (the in-flight
-        window): a few per connection, and a quarter-second of the send rate at most."""
+        window): a few per connection, and a quarter-second of the send rate at most (the
+        rate as lowered while the relay throttles)."""
         per_connections = self.runtime.settings.chunk_per_connection * self.account.pool_size
-        rate = self.account.messages_per_second
+        rate = self.send_rate.current
         if rate <= 0:
             return per_connections
         return max(1, min(per_connections, int(rate // 4)))
@@ -196,12 +199,7 @@ class OutboundSender:
             )
             claim = Claim(claimed={}, matching=set(), sends=state.sends)
             if state.sends and state.open_ids:
-                await self._database(
-                    "taking rate tokens",
-                    self.limiter.take,
-                    len(state.open_ids),
-                    self.account.messages_per_second,
-                )
+                await self._database("taking rate tokens", self.send_rate.take, len(state.open_ids))
                 claim = await self._claim(items, part)
                 forged += self._drop_forged(
                     batch, [e for e in part if e.item_id not in claim.matching]
@@ -323,6 +321,7 @@ class OutboundSender:
             self.in_flight[email.item_id] = task
         try:
             outcomes = await self.smtp.send_all(sending)
+            await self._database("lowering the send rate", self.send_rate.after, outcomes)
             final, retries = self._plan_retries(sending, outcomes, tries_before)
             bounces = await self._database(
                 "recording delivery results", lambda: self._record(batch.kind, items, final)
@@ -349,9 +348,10 @@ class OutboundSender:
         self, sent: list[OutboundEmail], outcomes: list[Outcome], tries_before: dict[int, int]
     ) -> tuple[list[Outcome], dict[int, list[OutboundEmail]]]:
         """Temporary failures go to their back-off tier; past the last tier they fail. An
-        account problem waits in the first tier and keeps its tries. An email's tries are
-        the item's as PostgreSQL counts them when the email counts fewer (rendered again
-        after its campaign was parked, or in flight when a sender stopped)."""
+        account problem or a throttling reply waits in the first tier and keeps its tries.
+        An email's tries are the item's as PostgreSQL counts them when the email counts
+        fewer (rendered again after its campaign was parked, or in flight when a sender
+        stopped)."""
         by_id = {
             e.item_id: e.model_copy(
                 update={"attempt": max(e.attempt, tries_before.get(e.item_id, 0))}
@@ -365,7 +365,7 @@ class OutboundSender:
                 final.append(outcome)
                 continue
             email = by_id[outcome.item_id]
-            if outcome.account_problem:
+            if outcome.account_problem or outcome.throttled:
                 tiers[self._account_delay()].append(email)
                 final.append(outcome)
                 continue

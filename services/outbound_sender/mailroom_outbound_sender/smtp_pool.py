@@ -39,6 +39,8 @@ from mailroom_common.smtp_client import smtp_client
 from mailroom_common.smtp_replies import ReplyScrubber
 from mailroom_common.smtp_status import RejectionKind, find_status, rejection_kind
 
+from mailroom_outbound_sender.throttling import is_throttling
+
 log = logging.getLogger(__name__)
 
 SMTP_OK_CLASS = 2
@@ -66,6 +68,8 @@ class Outcome:
     rejection: RejectionKind | None = None
     # its RFC 3463 status code, e.g. "5.1.1"
     enhanced_status: str | None = None
+    # the relay asks us to send slower (throttling.py): the item waits without using up a try
+    throttled: bool = False
 
     @property
     def bounced(self) -> bool:
@@ -245,7 +249,15 @@ class SmtpPool:
             raise
         verdict = judge_reply(code)
         reply = self.scrub(f"{code} {message}".strip())
-        outcome = Outcome(email.item_id, verdict.status, code, reply, verdict.account_problem)
+        throttled = verdict.status == "retry" and is_throttling(code, message)
+        outcome = Outcome(
+            email.item_id,
+            verdict.status,
+            code,
+            reply,
+            verdict.account_problem,
+            throttled=throttled,
+        )
         if verdict.status == "failed":
             outcome = _with_rejection(outcome, code, message)
         if verdict.drop_connection or not await self._reset(holder):
@@ -266,7 +278,8 @@ class SmtpPool:
                 error, aiosmtplib.SMTPAuthenticationError
             ):
                 return Outcome(email.item_id, "retry", error.code, reply, True)
-            return Outcome(email.item_id, "retry", error.code, reply)
+            throttled = is_throttling(error.code, error.message)
+            return Outcome(email.item_id, "retry", error.code, reply, throttled=throttled)
         except Exception as error:
             if _is_tls_failure(error) or isinstance(error, aiosmtplib.SMTPNotSupported):
                 reply = self.scrub(f"TLS with the SMTP server failed: {error}")
