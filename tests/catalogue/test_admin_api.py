@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mailroom_config.api import MAX_BODY_BYTES
 
 from tests.catalogue.cases import Case, case_ids
 from tests.support.environment import Installation
@@ -31,7 +32,7 @@ class Attempt:
     status: int
     json_body: Any = None
     content: bytes | None = None
-    chunks: int = 0  # raw HTTP: a chunked body of this many 64 KB chunks, never ended
+    chunked: bool = False  # raw HTTP: a chunked body in 64 KB chunks past the limit, never ended
     declared: int = 0  # raw HTTP: this Content-Length declared, no body sent
     headers: dict[str, str] = field(default_factory=lambda: dict(AUTH))
     field_name: str | None = None  # the field a 422 must name
@@ -150,7 +151,7 @@ ATTEMPTS: dict[str, Attempt] = {
         says="bearer token",
     ),
     "admin-api-12": Attempt("PUT", "/settings/smtp", 401, {"port": 2525}, headers={}),
-    "admin-api-13": Attempt("PUT", "/settings/smtp", 413, chunks=17, says="larger than"),
+    "admin-api-13": Attempt("PUT", "/settings/smtp", 413, chunked=True, says="larger than"),
     "admin-api-14": Attempt(
         "PUT", "/settings/smtp", 422, content=b"not json{", field_name="(body)", says="JSON"
     ),
@@ -237,8 +238,13 @@ async def _raw(base: str, attempt: Attempt) -> httpx.Response:
     else:
         head.append("Transfer-Encoding: chunked")
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
-    chunk = b"x" * (64 * 1024)
-    for _ in range(attempt.chunks):
+    # the chunks stop one byte past the server's limit (the last one cut short): by the time
+    # the server knows the body is too large it has read every byte sent, so its close is a
+    # FIN after the 413, not a reset that could throw the answer away before it is read
+    remaining = MAX_BODY_BYTES + 1 if attempt.chunked else 0
+    while remaining > 0:
+        chunk = b"x" * min(64 * 1024, remaining)
+        remaining -= len(chunk)
         writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         await writer.drain()
     data = await asyncio.wait_for(reader.read(), 60)  # the server answers, then closes
@@ -250,7 +256,7 @@ async def _raw(base: str, attempt: Attempt) -> httpx.Response:
 
 async def _send(client: httpx.AsyncClient, attempt: Attempt) -> httpx.Response:
     headers = dict(attempt.headers)
-    if attempt.chunks or attempt.declared:
+    if attempt.chunked or attempt.declared:
         return await _raw(str(client.base_url).rstrip("/"), attempt)
     if attempt.content is not None:
         headers.setdefault("Content-Type", "application/json")
