@@ -41,6 +41,10 @@ def fault_installation(**overrides: Any) -> Installation:
         "items_page_size": 250,
         "graceful_timeout_seconds": 20,
         "admin_token": "fault-matrix-admin-token",
+        # some cases bounce a fifth of the campaign on purpose: the circuit breaker (tested
+        # in tests/integration/test_sync_bounces_breaker.py) would pause it, as it should
+        "breaker_hard_bounce_percent": 100,
+        "breaker_complaint_percent": 100,
         **overrides,
     }
     return Installation(**settings)
