@@ -12,26 +12,18 @@ from mailroom_common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# PENDING MERGE (issue 12): settings other helpers are adding to Settings right now. The
-# deployment files already use them; remove each entry once the field is on this branch
-# (the test test_pending_settings_are_not_yet_settings says which are there already).
-PENDING_SETTINGS: dict[str, Any] = {}
-
 # The Job Manager's six jobs (issue 12): the alert MailroomJobMissing names each.
 JOB_NAMES = frozenset(job.name for job in JOBS)
 
 
 def setting_variables() -> set[str]:
-    """Every MAILROOM_* variable the code reads, plus the pending ones."""
-    return {f"MAILROOM_{name.upper()}" for name in Settings.model_fields} | set(PENDING_SETTINGS)
+    """Every MAILROOM_* variable the code reads."""
+    return {f"MAILROOM_{name.upper()}" for name in Settings.model_fields}
 
 
 def setting_default(variable: str) -> Any:
-    """The default of a setting, by its variable (the pending value until the field exists)."""
-    field = Settings.model_fields.get(variable.removeprefix("MAILROOM_").lower())
-    if field is not None:
-        return field.default
-    return PENDING_SETTINGS[variable]
+    """The default of a setting, by its variable."""
+    return Settings.model_fields[variable.removeprefix("MAILROOM_").lower()].default
 
 
 def http_port() -> int:
@@ -79,7 +71,3 @@ def metric_names_in_code() -> set[str]:
             if kind in ("Histogram", "Summary"):
                 names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     return names
-
-
-# Metrics the alerts and the dashboard may use before the code defines them: none now.
-PENDING_METRICS: frozenset[str] = frozenset()

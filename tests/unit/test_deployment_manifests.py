@@ -21,7 +21,6 @@ from pydantic import SecretStr
 
 from mailroom.services import SERVICES
 from tests.support.deployment import (
-    PENDING_SETTINGS,
     ROOT,
     http_port,
     matches,
@@ -272,14 +271,6 @@ def test_every_variable_is_a_setting(rendered: tuple[Manifest, ...]) -> None:
         variables |= {e["name"] for e in _container(workload).get("env", [])}
     assert {v for v in variables if v.startswith("MAILROOM_")} == variables
     assert variables <= known, f"not settings: {sorted(variables - known)}"
-
-
-def test_pending_settings_are_not_yet_settings() -> None:
-    """The allow-list is for fields still on their way: once one lands, drop it there."""
-    landed = {
-        v for v in PENDING_SETTINGS if v.removeprefix("MAILROOM_").lower() in Settings.model_fields
-    }
-    assert not landed, f"remove from PENDING_SETTINGS (tests/support/deployment.py): {landed}"
 
 
 def test_secrets_stay_out_of_the_config_map(rendered: tuple[Manifest, ...]) -> None:

@@ -15,7 +15,6 @@ import yaml
 from mailroom.services import SERVICES
 from tests.support.deployment import (
     JOB_NAMES,
-    PENDING_METRICS,
     ROOT,
     metric_names_in_code,
     ops_port,
@@ -59,15 +58,10 @@ def test_every_alert_can_be_acted_on() -> None:
 
 
 def test_the_alerts_use_metrics_the_code_exports() -> None:
-    known = metric_names_in_code() | PENDING_METRICS
+    known = metric_names_in_code()
     used = {name for rule in _rules() for name in METRIC.findall(rule["expr"])}
     assert used <= known, f"unknown metrics: {sorted(used - known)}"
     assert used >= {"mailroom_job_last_success_timestamp_seconds", "mailroom_dead_letters_total"}
-
-
-def test_pending_metrics_are_not_yet_in_the_code() -> None:
-    landed = PENDING_METRICS & metric_names_in_code()
-    assert not landed, f"remove from PENDING_METRICS (tests/support/deployment.py): {landed}"
 
 
 def test_a_job_without_replicas_is_named_by_the_alert() -> None:
@@ -104,7 +98,7 @@ def test_promtool_accepts_the_rules_and_the_config() -> None:
 
 
 def test_the_dashboard_uses_metrics_the_code_exports() -> None:
-    known = metric_names_in_code() | PENDING_METRICS
+    known = metric_names_in_code()
     used = {name for expr in _dashboard_expressions() for name in METRIC.findall(expr)}
     assert used <= known, f"unknown metrics: {sorted(used - known)}"
 
