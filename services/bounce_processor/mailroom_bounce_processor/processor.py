@@ -19,8 +19,8 @@ from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import BounceMailbox
 
 from mailroom_bounce_processor.matching import analyse
-from mailroom_bounce_processor.metrics import BOUNCES, MAILBOX_ERRORS, MESSAGES
-from mailroom_bounce_processor.records import Outcome, Recorder
+from mailroom_bounce_processor.metrics import MAILBOX_ERRORS, MESSAGES
+from mailroom_bounce_processor.records import Outcome, Recorder, announce_bounces
 
 log = logging.getLogger(__name__)
 
@@ -304,16 +304,5 @@ class BounceProcessor:
                 analysis.digest[:16],
                 analysis.unreadable,
             )
-        for event in outcome.events:
-            BOUNCES.labels(event.kind, event.action or "").inc()
-            try:
-                await self.runtime.announce(event)
-            except Exception as error:
-                log.warning(
-                    "could not publish bounce.detected (%s, item %s, campaign %s): %r",
-                    event.kind,
-                    event.item_id,
-                    event.campaign_id,
-                    error,
-                )
+        await announce_bounces(self.runtime.announce, outcome.events)
         return outcome

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from mailroom_bounce_processor.matching import (
     provider_signed_match,
     signed_match,
 )
-from mailroom_bounce_processor.metrics import SUPPRESSIONS, UNVERIFIED
+from mailroom_bounce_processor.metrics import BOUNCES, SUPPRESSIONS, UNVERIFIED
 from mailroom_bounce_processor.parser import BouncedRecipient, BounceReport
 from mailroom_bounce_processor.parser.models import COMPLAINT, DELAYED, FAILED, HARD, SOFT
 from mailroom_bounce_processor.webhooks.events import REPLAY_WINDOW_SECONDS, ProviderEvent
@@ -38,6 +39,25 @@ log = logging.getLogger(__name__)
 _REPLY_CODE = re.compile(r"\b([245]\d\d)\b")
 # items a bounce can change: the trigger allows sent/failed -> bounced (and bounced stays)
 BOUNCEABLE = ("sent", "failed", "bounced")
+
+
+async def announce_bounces(
+    announce: Callable[[BounceDetected], Awaitable[None]], events: Sequence[BounceDetected]
+) -> None:
+    """Count and announce recorded bounces, from the mailbox or a webhook alike: the records
+    are kept, so a broker that is away loses the news, never the bounce."""
+    for event in events:
+        BOUNCES.labels(event.kind, event.action or "").inc()
+        try:
+            await announce(event)
+        except Exception as error:
+            log.warning(
+                "could not publish bounce.detected (%s, item %s, campaign %s): %r",
+                event.kind,
+                event.item_id,
+                event.campaign_id,
+                error,
+            )
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailroom_bounce_processor.metrics import BOUNCES, WEBHOOK_CALLS
-from mailroom_bounce_processor.records import Recorder
+from mailroom_bounce_processor.metrics import WEBHOOK_CALLS
+from mailroom_bounce_processor.records import Recorder, announce_bounces
 from mailroom_bounce_processor.webhooks import mailgun, postmark, sendgrid
 from mailroom_bounce_processor.webhooks.body import check_content_type, parse_json, read_body
 from mailroom_bounce_processor.webhooks.events import Provider, ProviderEvent, Refused
@@ -156,18 +156,7 @@ class Webhooks:
         outcome = await self.recorder.record_provider(events, mailbox, size, nonce)
         if outcome.replayed:
             raise Refused(403, "replayed", "this call's token was used before: a replay")
-        for event in outcome.events:
-            BOUNCES.labels(event.kind, event.action or "").inc()
-            try:
-                await self.announce(event)
-            except Exception as error:
-                log.warning(
-                    "could not publish bounce.detected (%s, item %s, campaign %s): %r",
-                    event.kind,
-                    event.item_id,
-                    event.campaign_id,
-                    error,
-                )
+        await announce_bounces(self.announce, outcome.events)
         return {
             "recorded": outcome.recorded,
             "duplicates": outcome.duplicates,
