@@ -1,6 +1,6 @@
 """The shared send rate that follows the relay: a token bucket in PostgreSQL (rate_limits,
-as rate_limit.SharedRateLimiter) whose refill rate is lowered when the relay throttles and
-raised back slowly (AIMD: multiplicative decrease, additive increase).
+one row per account, every replica taking from it) whose refill rate is lowered when the
+relay throttles and raised back slowly (AIMD: multiplicative decrease, additive increase).
 
 Every replica reads and changes the same row, each change one statement:
 
