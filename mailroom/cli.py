@@ -788,15 +788,17 @@ def main() -> None:
             url = "?"
         errors.print(f"[red]error:[/red] {escape(describe(error, setting, url))}", soft_wrap=True)
         sys.exit(1)
-    except ValidationError as error:  # the deployment settings (environment) are wrong
-        if error.title != Settings.__name__:
-            raise
+    except ValidationError as error:
+        # the deployment settings (environment), or a value of the command line that an
+        # event or setting refuses (an id past int64): one line each, no traceback
+        environment = error.title == Settings.__name__
         for problem in error.errors(include_input=False, include_url=False):
-            where = "_".join(str(part) for part in problem["loc"]).upper()
+            where = "_".join(str(part) for part in problem["loc"])
+            where = f"MAILROOM_{where.upper()}" if environment else where
             message = str(problem["msg"]).removeprefix("Value error, ")
             errors.print(
-                f"[red]error:[/red] {escape(f'MAILROOM_{where}: ' if where else '')}"
-                f"{escape(message)}"
+                f"[red]error:[/red] {escape(f'{where}: ' if where else '')}{escape(message)}",
+                soft_wrap=True,
             )
         sys.exit(2)
 

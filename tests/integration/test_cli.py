@@ -235,6 +235,13 @@ async def test_campaign_list_version_and_what_is_refused_before_anything_is_publ
         assert result.returncode == 1, (command, result)
         assert _one_line(result.stderr) == "error: no campaign 999999: nothing was published"
 
+    # an id no campaign can have (past int64): one line naming it, no traceback
+    result = await run_mailroom(unreachable_broker, "campaign", "pause", "99999999999999999999")
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        "error: campaign_id: Input should be less than or equal to 9223372036854775807"
+    ]
+
     # an unreachable server: one line naming its setting, no traceback, no password
     result = await run_mailroom(unreachable_broker, "campaign", "pause", str(first))
     assert result.returncode == 1
