@@ -49,6 +49,12 @@ async def test_a_stopped_service_is_down_within_30_s_and_up_after_it_restarts(
 
     process = installation.start_services("completion", log_name="completion")
     await wait_for_state(installation, COMPLETION_JOB, "up", 30)
+
+    async def succeeded_once() -> bool:
+        # the first heartbeat goes at start, possibly while the first sweep still runs
+        return (await jobs_by_name(installation))[COMPLETION_JOB]["last_success"] is not None
+
+    await wait_for(succeeded_once, 15, "the first sweep's success to be recorded", interval=0.5)
     job = (await jobs_by_name(installation))[COMPLETION_JOB]
     assert job["service"] == "completion" and job["title"] == "Mark campaigns as completed"
     assert job["replicas"] == 1 and len(job["instances"]) == 1
