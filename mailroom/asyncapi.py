@@ -12,6 +12,37 @@ PREFIX = "{prefix}"
 
 # routing key -> (exchange, who publishes, who consumes, description)
 MESSAGES: dict[str, tuple[str, str, str, str]] = {
+    "campaign.create": (
+        "commands",
+        "the CRM",
+        "item_generator",
+        "Create a draft campaign, checked as `mailroom campaign create` checks it (templates"
+        " compiled with the footers and trial-rendered, lists known, From a plain address)."
+        " Answered by campaign.created; refused into the dead-letter queue with the field"
+        " named in x-mailroom-error. The same idempotency_key with the same content answers"
+        " with the same campaign; with other content it is refused.",
+    ),
+    "campaign.update": (
+        "commands",
+        "the CRM",
+        "item_generator",
+        "Change a draft campaign (the fields given; lists replaced whole), checked as a"
+        " create. Answered by campaign.updated; a campaign that is not a draft, or unknown, is"
+        " refused into the dead-letter queue.",
+    ),
+    "campaign.created": (
+        "events",
+        "item_generator",
+        "the CRM",
+        "The answer to campaign.create: the campaign id and the request's correlation_id"
+        " (replayed: made before by the same idempotency key or broker message).",
+    ),
+    "campaign.updated": (
+        "events",
+        "item_generator",
+        "the CRM",
+        "The answer to campaign.update: the fields that changed, and the correlation_id.",
+    ),
     "campaign.launch": (
         "commands",
         "marketers, the CRM, `mailroom campaign launch`",

@@ -254,9 +254,16 @@ def campaign_create(
     ] = None,
     from_name: Annotated[str, typer.Option(help="From display name.")] = "",
     reply_to: Annotated[str | None, typer.Option(help="Reply-To address.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Run again with the same key and content: the campaign made the first time.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create a draft campaign (templates are checked now, not at send time)."""
+    """Create a draft campaign (templates are checked now, not at send time), with the same
+    checks as the campaign.create command."""
     settings = Settings()
     new = campaigns.NewCampaign(
         name=name,
@@ -269,15 +276,24 @@ def campaign_create(
         reply_to=reply_to,
     )
     try:
-        campaign_id = _run(
-            _with_pool(settings, lambda pool: campaigns.create_campaign(pool, new, settings))
+        created: campaigns.CreatedCampaign = _run(
+            _with_pool(
+                settings,
+                lambda pool: campaigns.create_draft(
+                    pool, settings, new, idempotency_key=idempotency_key
+                ),
+            )
         )
     except campaigns.CampaignProblem as problem:
         raise _fail(str(problem)) from problem
     if as_json:
-        console.print_json(json.dumps({"campaign_id": campaign_id}))
+        console.print_json(
+            json.dumps({"campaign_id": created.campaign_id, "replayed": created.replayed})
+        )
+    elif created.replayed:
+        console.print(f"campaign {created.campaign_id} was created before with this key")
     else:
-        console.print(f"created campaign {campaign_id}")
+        console.print(f"created campaign {created.campaign_id}")
 
 
 def _parse_time(value: str) -> datetime:

@@ -9,9 +9,11 @@ free-form data included) holds a NUL character.
 
 Unknown fields: events (the events exchange: contact.subscribed, contact.event,
 delivery.results, settings.changed, ...) tolerate fields they do not know, so a newer
-publisher does not break an older consumer. Commands and internal work messages refuse
-them: a misspelt field of a command (`sendAt` for `send_at`) must not be dropped in
-silence and launch a campaign now.
+publisher does not break an older consumer. So do campaign.create and campaign.update,
+the CRM's commands with many fields (a field they do not know is not stored, and the
+create is checked whole). The other commands and internal work messages refuse them: a
+misspelt field of a command (`sendAt` for `send_at`) must not be dropped in silence and
+launch a campaign now.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mailroom_common.rendering.limits import MAX_TEMPLATE_CHARS
 
 ItemKind = Literal["campaign", "autoresponder"]
 ItemStatus = Literal[
@@ -106,8 +110,89 @@ class CampaignCancel(Event):
     campaign_id: Id
 
 
+MAX_NAME_CHARS = 1000  # a campaign's name, a From display name
+MAX_ADDRESS_CHARS = 320  # From, Reply-To (an addr-spec; the renderer's own limit)
+MAX_SUBJECT_CHARS = 10_000  # the subject template
+MAX_TARGET_LISTS = 1000
+CorrelationId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="The sender's id of this request, given back in the answer.",
+    ),
+]
+ListName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+
+
+class CampaignCreate(InboundEvent):
+    """Create a draft campaign, checked as `mailroom campaign create` checks it (templates
+    compiled with the marketing footers and trial-rendered, every list known, From a plain
+    address). Answered by campaign.created, or dead-lettered with the field named."""
+
+    routing_key: ClassVar[str] = "campaign.create"
+    correlation_id: CorrelationId | None = None
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The same key with the same content again answers with the campaign it"
+        " created; with other content it is refused.",
+    )
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS, description="A template.")
+    from_email: str = Field(min_length=1, max_length=MAX_ADDRESS_CHARS)
+    from_name: str = Field(default="", max_length=MAX_NAME_CHARS)
+    reply_to: str | None = Field(default=None, min_length=1, max_length=MAX_ADDRESS_CHARS)
+    html_template: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
+    text_template: str | None = Field(
+        default=None,
+        max_length=MAX_TEMPLATE_CHARS,
+        description="None: derived from the HTML template.",
+    )
+    lists: list[ListName] = Field(
+        default_factory=list, max_length=MAX_TARGET_LISTS, description="Target lists by name."
+    )
+    list_ids: list[Id] = Field(
+        default_factory=list, max_length=MAX_TARGET_LISTS, description="Target lists by id."
+    )
+
+
+class CampaignUpdate(InboundEvent):
+    """Change a draft campaign: the fields given replace the stored ones (the lists, when
+    `lists` or `list_ids` is given, are replaced whole), and the result is checked as a
+    create is. Answered by campaign.updated, or dead-lettered with the field named."""
+
+    routing_key: ClassVar[str] = "campaign.update"
+    campaign_id: Id
+    correlation_id: CorrelationId | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
+    subject: str | None = Field(default=None, min_length=1, max_length=MAX_SUBJECT_CHARS)
+    from_email: str | None = Field(default=None, min_length=1, max_length=MAX_ADDRESS_CHARS)
+    from_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    reply_to: str | None = Field(
+        default=None, max_length=MAX_ADDRESS_CHARS, description='"" removes the Reply-To.'
+    )
+    html_template: str | None = Field(default=None, min_length=1, max_length=MAX_TEMPLATE_CHARS)
+    text_template: str | None = Field(
+        default=None,
+        max_length=MAX_TEMPLATE_CHARS,
+        description='"" goes back to a text part derived from the HTML template.',
+    )
+    lists: list[ListName] | None = Field(default=None, max_length=MAX_TARGET_LISTS)
+    list_ids: list[Id] | None = Field(default=None, max_length=MAX_TARGET_LISTS)
+
+
 CAMPAIGN_COMMANDS: dict[str, type[Event]] = {
-    m.routing_key: m for m in (CampaignLaunch, CampaignPause, CampaignResume, CampaignCancel)
+    m.routing_key: m
+    for m in (
+        CampaignCreate,
+        CampaignUpdate,
+        CampaignLaunch,
+        CampaignPause,
+        CampaignResume,
+        CampaignCancel,
+    )
 }
 
 
@@ -155,6 +240,28 @@ class DeliveryResults(InboundEvent):
     kind: ItemKind = "campaign"
     campaign_id: Id | None = None
     results: list[DeliveryResult]
+
+
+class CampaignCreated(Event):
+    """The answer to campaign.create: the draft campaign exists (made now, or before by the
+    same idempotency key or the same broker message)."""
+
+    routing_key: ClassVar[str] = "campaign.created"
+    campaign_id: Id
+    correlation_id: str | None = Field(description="The correlation_id of the request.")
+    idempotency_key: str | None = None
+    replayed: bool = Field(
+        default=False, description="True: an earlier request made it; nothing was created now."
+    )
+
+
+class CampaignUpdated(Event):
+    """The answer to campaign.update: the draft campaign was changed."""
+
+    routing_key: ClassVar[str] = "campaign.updated"
+    campaign_id: Id
+    correlation_id: str | None = Field(description="The correlation_id of the request.")
+    changed: list[str] = Field(description="The fields whose stored value changed.")
 
 
 class CampaignGenerated(InboundEvent):
@@ -289,6 +396,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         ItemsPage,
         OutboundBatch,
         DeliveryResults,
+        CampaignCreated,
+        CampaignUpdated,
         CampaignGenerated,
         CampaignCompleted,
         CampaignPaused,

@@ -31,8 +31,13 @@ def build(runtime: Runtime) -> Service:
         job=GENERATE_CAMPAIGN_ITEMS,
     )
 
-    async def process(command: Event, _: RabbitMessage) -> None:
-        await commands.dispatch(runtime, command, resumed=generator.republish_unpublished_pages)
+    async def process(command: Event, message: RabbitMessage) -> None:
+        await commands.dispatch(
+            runtime,
+            command,
+            resumed=generator.republish_unpublished_pages,
+            message_id=message.raw_message.message_id,
+        )
         if isinstance(command, CampaignLaunch | CampaignResume):
             generate.wake.set()
 

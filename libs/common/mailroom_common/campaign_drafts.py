@@ -1,0 +1,328 @@
+"""Draft campaigns: checked and stored by one set of functions, whoever asks.
+
+`campaign.create` and `campaign.update` (the item generator consumes them) and
+`mailroom campaign create` (the CLI, the demo, the benchmark) all come through here, so a
+campaign the CLI refuses is refused by command for the same reason, and the other way round.
+
+What is checked, before anything is written:
+- templates: subject, HTML and text compiled in the sandbox with the marketing footers and
+  trial-rendered (`rendering.compile_message`, in a worker thread: it may take seconds);
+- From and Reply-To: plain ASCII addresses the renderer can send from, no control characters;
+- target lists: at least one, each known (by name or id), resolved in the transaction that
+  stores them.
+
+A refusal is `CampaignProblem`, whose `field` names the field of the command and whose
+`reason` is "field: what is wrong" (the `x-mailroom-error` of a refused command); `str()`
+is what the CLI has always printed.
+
+Idempotency: a create may carry the CRM's idempotency key, or else the broker message id of
+its command; either is stored on the campaign (unique, migration 0014) with a digest of the
+content. The same key with the same content finds the campaign made before (`replayed`);
+with other content it is refused. Two consumers taking the same request at once make one
+campaign: the insert does nothing on a conflict and waits for the other's commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from asyncpg.pool import Pool, PoolConnectionProxy
+
+from mailroom_common.events import CampaignCreate, CampaignUpdate
+from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
+from mailroom_common.runtime_settings import MarketingSettings, SettingsStore
+from mailroom_common.settings import Settings
+
+# the command's field for each part a TemplateProblem names
+_FIELD_OF_PART = {
+    "subject": "subject",
+    "html": "html_template",
+    "text": "text_template",
+    "from address": "from_email",
+    "reply-to": "reply_to",
+    "text footer": "marketing.text_footer",
+    "html footer": "marketing.html_footer",
+    "message": "templates",
+}
+# what campaign.update may change besides the lists
+_TEXT_FIELDS = (
+    "name",
+    "subject",
+    "from_email",
+    "from_name",
+    "reply_to",
+    "html_template",
+    "text_template",
+)
+
+
+class CampaignProblem(ValueError):
+    """A campaign request a person must correct: `field` names the field of the command,
+    `reason` says what is wrong ("field: ..."), `str()` is the CLI's wording."""
+
+    def __init__(
+        self, field: str, problem: str, *, line: int | None = None, said: str = ""
+    ) -> None:
+        self.field = field
+        where = field if line is None else f"{field}, line {line}"
+        self.reason = f"{where}: {problem}"
+        super().__init__(said or self.reason)
+
+
+@dataclass(frozen=True)
+class NewCampaign:
+    name: str
+    subject: str
+    from_email: str
+    from_name: str
+    html_template: str
+    text_template: str | None
+    lists: Sequence[str]
+    reply_to: str | None = None
+    list_ids: Sequence[int] = field(default=())
+
+    @classmethod
+    def of(cls, command: CampaignCreate) -> NewCampaign:
+        return cls(
+            name=command.name,
+            subject=command.subject,
+            from_email=command.from_email,
+            from_name=command.from_name,
+            html_template=command.html_template,
+            text_template=command.text_template,
+            lists=tuple(command.lists),
+            reply_to=command.reply_to,
+            list_ids=tuple(command.list_ids),
+        )
+
+    def digest(self) -> bytes:
+        """SHA-256 of the content (the lists as sets): equal for a repeat of the request."""
+        content = {
+            "name": self.name,
+            "subject": self.subject,
+            "from_email": self.from_email,
+            "from_name": self.from_name,
+            "reply_to": self.reply_to,
+            "html_template": self.html_template,
+            "text_template": self.text_template,
+            "lists": sorted(set(self.lists)),
+            "list_ids": sorted(set(self.list_ids)),
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).digest()
+
+
+@dataclass(frozen=True)
+class CreatedCampaign:
+    campaign_id: int
+    replayed: bool  # made before, by the same idempotency key or broker message
+
+
+async def create_campaign(pool: Pool, campaign: NewCampaign, settings: Settings) -> int:
+    """Check and store a draft campaign (no idempotency): its id."""
+    return (await create_draft(pool, settings, campaign)).campaign_id
+
+
+async def create_draft(
+    pool: Pool,
+    settings: Settings,
+    campaign: NewCampaign,
+    *,
+    idempotency_key: str | None = None,
+    message_id: str | None = None,
+) -> CreatedCampaign:
+    """Check `campaign` and store it as a draft, or find the one the same request made."""
+    key, by_message = (idempotency_key, None) if idempotency_key else (None, message_id)
+    digest = campaign.digest() if key or by_message else None
+    if digest is not None:
+        earlier = await _made_before(pool, key, by_message, digest)
+        if earlier is not None:
+            return earlier
+    await _check_templates(pool, settings, campaign)
+    async with pool.acquire() as conn, conn.transaction():
+        list_ids = await _target_lists(conn, campaign.lists, campaign.list_ids)
+        campaign_id: int | None = await conn.fetchval(
+            "INSERT INTO campaigns (name, subject, from_name, from_email, reply_to,"
+            " html_template, text_template, idempotency_key, request_message_id,"
+            " request_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT DO NOTHING RETURNING id",
+            campaign.name,
+            campaign.subject,
+            campaign.from_name,
+            campaign.from_email,
+            campaign.reply_to,
+            campaign.html_template,
+            campaign.text_template,
+            key,
+            by_message,
+            digest,
+        )
+        if campaign_id is not None:
+            await conn.execute(
+                "INSERT INTO campaign_lists (campaign_id, list_id) SELECT $1, unnest($2::bigint[])",
+                campaign_id,
+                list_ids,
+            )
+            return CreatedCampaign(campaign_id, replayed=False)
+    # another consumer stored the same request meanwhile (its commit ended our wait)
+    earlier = None if digest is None else await _made_before(pool, key, by_message, digest)
+    if earlier is None:  # deleted since: raised, so that the command is taken again
+        raise RuntimeError("a campaign of the same request was stored and deleted meanwhile")
+    return earlier
+
+
+async def update_draft(pool: Pool, settings: Settings, command: CampaignUpdate) -> list[str]:
+    """Apply `command` to its draft campaign, checked whole as a create is: the names of the
+    fields whose stored value changed."""
+    campaign_id = command.campaign_id
+    row = await pool.fetchrow(
+        "SELECT status, name, subject, from_email, from_name, reply_to, html_template,"
+        " text_template, ARRAY(SELECT list_id FROM campaign_lists WHERE campaign_id = $1"
+        " ORDER BY list_id) AS list_ids FROM campaigns WHERE id = $1",
+        campaign_id,
+    )
+    if row is None:
+        raise CampaignProblem("campaign_id", f"campaign {campaign_id} does not exist")
+    _require_draft(campaign_id, row["status"])
+    given = {
+        name: getattr(command, name) for name in _TEXT_FIELDS if getattr(command, name) is not None
+    }
+    for name in ("reply_to", "text_template"):  # "" removes them
+        if given.get(name) == "":
+            given[name] = None
+    new_lists = command.lists is not None or command.list_ids is not None
+    campaign = NewCampaign(
+        **{name: given.get(name, row[name]) for name in _TEXT_FIELDS},
+        lists=tuple(command.lists or ()) if new_lists else (),
+        list_ids=tuple(command.list_ids or ()) if new_lists else tuple(row["list_ids"]),
+    )
+    await _check_templates(pool, settings, campaign)
+    changed = sorted(name for name, value in given.items() if row[name] != value)
+    async with pool.acquire() as conn, conn.transaction():
+        status = await conn.fetchval(
+            "SELECT status FROM campaigns WHERE id = $1 FOR UPDATE", campaign_id
+        )
+        if status is None:
+            raise CampaignProblem("campaign_id", f"campaign {campaign_id} does not exist")
+        _require_draft(campaign_id, status)  # a launch may have come meanwhile
+        await conn.execute(
+            "UPDATE campaigns SET name = $2, subject = $3, from_email = $4, from_name = $5,"
+            " reply_to = $6, html_template = $7, text_template = $8 WHERE id = $1",
+            campaign_id,
+            campaign.name,
+            campaign.subject,
+            campaign.from_email,
+            campaign.from_name,
+            campaign.reply_to,
+            campaign.html_template,
+            campaign.text_template,
+        )
+        if new_lists:
+            list_ids = await _target_lists(conn, campaign.lists, campaign.list_ids)
+            if list_ids != list(row["list_ids"]):
+                changed.append("lists")
+            await conn.execute("DELETE FROM campaign_lists WHERE campaign_id = $1", campaign_id)
+            await conn.execute(
+                "INSERT INTO campaign_lists (campaign_id, list_id) SELECT $1, unnest($2::bigint[])",
+                campaign_id,
+                list_ids,
+            )
+    return changed
+
+
+def _require_draft(campaign_id: int, status: str) -> None:
+    if status != "draft":
+        raise CampaignProblem(
+            "campaign_id",
+            f"campaign {campaign_id} is {status}; only a draft can be updated",
+        )
+
+
+async def _made_before(
+    pool: Pool, key: str | None, message_id: str | None, digest: bytes
+) -> CreatedCampaign | None:
+    if key is not None:
+        row = await pool.fetchrow(
+            "SELECT id, request_digest FROM campaigns WHERE idempotency_key = $1", key
+        )
+        what = "idempotency_key"
+    else:
+        row = await pool.fetchrow(
+            "SELECT id, request_digest FROM campaigns WHERE request_message_id = $1", message_id
+        )
+        what = "message_id"
+    if row is None:
+        return None
+    if bytes(row["request_digest"]) != digest:
+        raise CampaignProblem(
+            what,
+            f"{key or message_id!r} already created campaign {row['id']} with other content;"
+            " a new campaign needs a new key",
+        )
+    return CreatedCampaign(row["id"], replayed=True)
+
+
+async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign) -> None:
+    for name, value in (("from_email", campaign.from_email), ("reply_to", campaign.reply_to)):
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise CampaignProblem(name, "holds a control character (a line break?)")
+    marketing, _ = await SettingsStore(pool, settings.settings_key).load(MarketingSettings)
+    content = MessageContent(
+        subject=campaign.subject,
+        html=campaign.html_template,
+        text=campaign.text_template,
+        from_name=campaign.from_name,
+        from_email=campaign.from_email,
+        reply_to=campaign.reply_to,
+        text_footer=marketing.text_footer,
+        html_footer=marketing.html_footer,
+    )
+    context = {"campaign": {"id": 0, "name": campaign.name}}
+    try:
+        await asyncio.to_thread(compile_message, content, context)
+    except TemplateProblem as problem:
+        raise CampaignProblem(
+            _FIELD_OF_PART.get(problem.part, problem.part),
+            problem.problem,
+            line=problem.line,
+            said=str(problem),
+        ) from problem
+
+
+async def _target_lists(
+    conn: PoolConnectionProxy, names: Sequence[str], ids: Sequence[int]
+) -> list[int]:
+    """The ids of the lists named or given, each checked to exist (held against deletion
+    until the transaction ends), in id order."""
+    if not names and not ids:
+        raise CampaignProblem(
+            "lists",
+            "name at least one target list (lists or list_ids)",
+            said="name at least one target list (--list NAME)",
+        )
+    rows = await conn.fetch(
+        "SELECT id, name FROM lists WHERE name = ANY($1::text[]) OR id = ANY($2::bigint[])"
+        " ORDER BY id FOR KEY SHARE",
+        list(names),
+        list(ids),
+    )
+    missing_names = sorted(set(names) - {r["name"] for r in rows})
+    if missing_names:
+        shown = ", ".join(missing_names)
+        raise CampaignProblem(
+            "lists",
+            f"no list named {', '.join(repr(n) for n in missing_names)}",
+            said=f"unknown list(s): {shown}",
+        )
+    missing_ids = sorted(set(ids) - {r["id"] for r in rows})
+    if missing_ids:
+        raise CampaignProblem(
+            "list_ids",
+            f"list {', '.join(map(str, missing_ids))} does not exist"
+            if len(missing_ids) == 1
+            else f"lists {', '.join(map(str, missing_ids))} do not exist",
+        )
+    return [r["id"] for r in rows]
