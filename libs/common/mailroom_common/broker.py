@@ -3,7 +3,8 @@
 Names all start with the deployment's queue prefix, so installs (and test runs) sharing a
 broker never see each other's messages.
 
-- `<p>.commands` (topic): campaign.launch/pause/resume/cancel, from marketers and the CRM.
+- `<p>.commands` (topic): campaign.create/update/launch/pause/resume/cancel, from marketers
+  and the CRM.
 - `<p>.events` (topic): delivery.results, campaign.completed, settings.changed, ...
 - `<p>.work` (direct): internal hand-offs, items.page and outbound.batch.
 - Work queues: their delivery limit is the policy `<p>.delivery-limit` (`broker_policy`).
