@@ -1,0 +1,67 @@
+"""The campaign.create and campaign.update models and what a draft's request digest sees."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from mailroom_common.campaign_drafts import CampaignProblem, NewCampaign
+from mailroom_common.events import CAMPAIGN_COMMANDS, CampaignCreate, CampaignUpdate
+from mailroom_common.intake import describe_validation_error
+from pydantic import ValidationError
+
+CREATE: dict[str, Any] = {
+    "name": "Spring",
+    "subject": "Hi",
+    "from_email": "news@example.com",
+    "html_template": "<p>Hi</p>",
+    "lists": ["readers"],
+}
+
+
+def _refusal(model: type[CampaignCreate] | type[CampaignUpdate], body: dict[str, Any]) -> str:
+    with pytest.raises(ValidationError) as refused:
+        model.model_validate_json(json.dumps(body))
+    return describe_validation_error(refused.value)
+
+
+def test_both_commands_go_to_the_item_generator_and_take_unknown_fields() -> None:
+    assert CAMPAIGN_COMMANDS["campaign.create"] is CampaignCreate
+    assert CAMPAIGN_COMMANDS["campaign.update"] is CampaignUpdate
+    create = CampaignCreate.model_validate_json(json.dumps({**CREATE, "crm_owner": "ann"}))
+    assert create.name == "Spring" and not hasattr(create, "crm_owner")
+    update = CampaignUpdate.model_validate_json(b'{"campaign_id": 4, "later": true}')
+    assert update.campaign_id == 4 and update.subject is None
+
+
+def test_a_refusal_names_the_field() -> None:
+    assert _refusal(CampaignCreate, {**CREATE, "name": 5}) == (
+        "name: Input should be a valid string"
+    )
+    assert _refusal(CampaignCreate, {**CREATE, "list_ids": [0]}).startswith("list_ids.0:")
+    assert _refusal(CampaignCreate, {**CREATE, "subject": "a\x00b"}) == (
+        "subject holds a NUL character, which PostgreSQL cannot store"
+    )
+    missing = {k: v for k, v in CREATE.items() if k != "from_email"}
+    assert _refusal(CampaignCreate, missing) == "from_email: Field required"
+    assert _refusal(CampaignUpdate, {"name": "x"}) == "campaign_id: Field required"
+    assert _refusal(CampaignUpdate, {"campaign_id": 2**63}).startswith("campaign_id:")
+
+
+def test_the_digest_sees_content_not_the_order_of_lists() -> None:
+    one = NewCampaign.of(CampaignCreate.model_validate({**CREATE, "lists": ["a", "b", "a"]}))
+    same = NewCampaign.of(
+        CampaignCreate.model_validate({**CREATE, "lists": ["b", "a"], "correlation_id": "x"})
+    )
+    other = NewCampaign.of(CampaignCreate.model_validate({**CREATE, "subject": "Hi!"}))
+    assert one.digest() == same.digest() != other.digest()
+
+
+def test_a_problem_gives_the_field_to_the_command_and_the_old_wording_to_the_cli() -> None:
+    problem = CampaignProblem("html_template", "unexpected '/'", line=3, said="html, line 3: x")
+    assert problem.reason == "html_template, line 3: unexpected '/'"
+    assert str(problem) == "html, line 3: x"
+    assert str(CampaignProblem("list_ids", "list 9 does not exist")) == (
+        "list_ids: list 9 does not exist"
+    )
