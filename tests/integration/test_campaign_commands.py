@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from mailroom_common.broker import Topology
-from mailroom_common.campaign_drafts import NewCampaign, create_draft
-from mailroom_common.events import CampaignCreate
+from mailroom_common.campaign_drafts import NewCampaign, create_draft, update_draft
+from mailroom_common.events import CampaignCreate, CampaignUpdate
 from mailroom_common.intake import ERROR_HEADER
 
 from tests.support.cli import run_mailroom
@@ -386,3 +386,43 @@ async def test_simultaneous_creates_of_one_request_make_one_campaign(
         assert sorted(m.replayed for m in made) == [False] + [True] * (copies - 1)
     assert await pool.fetchval("SELECT count(*) FROM campaigns") == 2
     assert await pool.fetchval("SELECT count(*) FROM campaign_lists") == 2
+
+
+async def test_simultaneous_updates_of_one_draft_all_land(installation: Installation) -> None:
+    """Each update is checked against the draft it is written over: one that changed
+    meanwhile is taken again, so no update overwrites another's field with an old value."""
+    pool = _pool(installation)
+    readers, friends = await _lists(pool)
+    campaign = NewCampaign.of(CampaignCreate.model_validate(_create()))
+    made = await create_draft(pool, installation.settings, campaign)
+    changes: list[dict[str, Any]] = [
+        {"name": "New name"},
+        {"subject": "New subject {{ contact.first_name }}"},
+        {"from_name": "New sender"},
+        {"reply_to": "desk@mailroom.test"},
+        {"text_template": "New text"},
+        {"html_template": "<p>New {{ contact.first_name }}</p>"},
+        {"list_ids": [friends]},
+    ]
+    changed = await asyncio.gather(
+        *(
+            update_draft(
+                pool,
+                installation.settings,
+                CampaignUpdate(campaign_id=made.campaign_id, **change),
+            )
+            for change in changes
+        )
+    )
+    assert sorted(name for names in changed for name in names) == sorted(
+        ["name", "subject", "from_name", "reply_to", "text_template", "html_template", "lists"]
+    )
+    stored = await pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", made.campaign_id)
+    assert stored is not None
+    for change in changes[:-1]:
+        for name, value in change.items():
+            assert stored[name] == value, name
+    lists = await pool.fetch(
+        "SELECT list_id FROM campaign_lists WHERE campaign_id = $1", made.campaign_id
+    )
+    assert [r["list_id"] for r in lists] == [friends] != [readers]

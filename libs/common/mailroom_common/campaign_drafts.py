@@ -29,6 +29,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
 
@@ -48,6 +49,13 @@ _FIELD_OF_PART = {
     "html footer": "marketing.html_footer",
     "message": "templates",
 }
+_DRAFT = (
+    "SELECT status, name, subject, from_email, from_name, reply_to, html_template,"
+    " text_template, ARRAY(SELECT list_id FROM campaign_lists WHERE campaign_id = $1"
+    " ORDER BY list_id) AS list_ids FROM campaigns WHERE id = $1"
+)
+_DRAFT_FOR_UPDATE = _DRAFT + " FOR UPDATE"
+_UPDATE_TRIES = 20  # each try, one of the updates racing on a draft lands
 # what campaign.update may change besides the lists
 _TEXT_FIELDS = (
     "name",
@@ -176,61 +184,70 @@ async def create_draft(
 
 async def update_draft(pool: Pool, settings: Settings, command: CampaignUpdate) -> list[str]:
     """Apply `command` to its draft campaign, checked whole as a create is: the names of the
-    fields whose stored value changed."""
-    campaign_id = command.campaign_id
-    row = await pool.fetchrow(
-        "SELECT status, name, subject, from_email, from_name, reply_to, html_template,"
-        " text_template, ARRAY(SELECT list_id FROM campaign_lists WHERE campaign_id = $1"
-        " ORDER BY list_id) AS list_ids FROM campaigns WHERE id = $1",
+    fields whose stored value changed. What was checked is what is stored: if the draft
+    changed while the templates compiled (another update), it is done again on the new one."""
+    for _ in range(_UPDATE_TRIES):
+        row = await _draft(pool, command.campaign_id)
+        given = {
+            name: getattr(command, name)
+            for name in _TEXT_FIELDS
+            if getattr(command, name) is not None
+        }
+        for name in ("reply_to", "text_template"):  # "" removes them
+            if given.get(name) == "":
+                given[name] = None
+        new_lists = command.lists is not None or command.list_ids is not None
+        campaign = NewCampaign(
+            **{name: given.get(name, row[name]) for name in _TEXT_FIELDS},
+            lists=tuple(command.lists or ()) if new_lists else (),
+            list_ids=tuple(command.list_ids or ()) if new_lists else tuple(row["list_ids"]),
+        )
+        await _check_templates(pool, settings, campaign)
+        changed = sorted(name for name, value in given.items() if row[name] != value)
+        async with pool.acquire() as conn, conn.transaction():
+            if await _draft(conn, command.campaign_id, lock=True) != row:
+                continue
+            await conn.execute(
+                "UPDATE campaigns SET name = $2, subject = $3, from_email = $4, from_name = $5,"
+                " reply_to = $6, html_template = $7, text_template = $8 WHERE id = $1",
+                command.campaign_id,
+                campaign.name,
+                campaign.subject,
+                campaign.from_email,
+                campaign.from_name,
+                campaign.reply_to,
+                campaign.html_template,
+                campaign.text_template,
+            )
+            if new_lists:
+                list_ids = await _target_lists(conn, campaign.lists, campaign.list_ids)
+                if list_ids != row["list_ids"]:
+                    changed.append("lists")
+                await conn.execute(
+                    "DELETE FROM campaign_lists WHERE campaign_id = $1", command.campaign_id
+                )
+                await conn.execute(
+                    "INSERT INTO campaign_lists (campaign_id, list_id)"
+                    " SELECT $1, unnest($2::bigint[])",
+                    command.campaign_id,
+                    list_ids,
+                )
+            return changed
+    raise RuntimeError(f"campaign {command.campaign_id} changed under {_UPDATE_TRIES} updates")
+
+
+async def _draft(
+    conn: Pool | PoolConnectionProxy, campaign_id: int, *, lock: bool = False
+) -> dict[str, Any]:
+    """The draft's fields and target list ids; CampaignProblem if it is none (any more)."""
+    row = await conn.fetchrow(
+        _DRAFT_FOR_UPDATE if lock else _DRAFT,
         campaign_id,
     )
     if row is None:
         raise CampaignProblem("campaign_id", f"campaign {campaign_id} does not exist")
-    _require_draft(campaign_id, row["status"])
-    given = {
-        name: getattr(command, name) for name in _TEXT_FIELDS if getattr(command, name) is not None
-    }
-    for name in ("reply_to", "text_template"):  # "" removes them
-        if given.get(name) == "":
-            given[name] = None
-    new_lists = command.lists is not None or command.list_ids is not None
-    campaign = NewCampaign(
-        **{name: given.get(name, row[name]) for name in _TEXT_FIELDS},
-        lists=tuple(command.lists or ()) if new_lists else (),
-        list_ids=tuple(command.list_ids or ()) if new_lists else tuple(row["list_ids"]),
-    )
-    await _check_templates(pool, settings, campaign)
-    changed = sorted(name for name, value in given.items() if row[name] != value)
-    async with pool.acquire() as conn, conn.transaction():
-        status = await conn.fetchval(
-            "SELECT status FROM campaigns WHERE id = $1 FOR UPDATE", campaign_id
-        )
-        if status is None:
-            raise CampaignProblem("campaign_id", f"campaign {campaign_id} does not exist")
-        _require_draft(campaign_id, status)  # a launch may have come meanwhile
-        await conn.execute(
-            "UPDATE campaigns SET name = $2, subject = $3, from_email = $4, from_name = $5,"
-            " reply_to = $6, html_template = $7, text_template = $8 WHERE id = $1",
-            campaign_id,
-            campaign.name,
-            campaign.subject,
-            campaign.from_email,
-            campaign.from_name,
-            campaign.reply_to,
-            campaign.html_template,
-            campaign.text_template,
-        )
-        if new_lists:
-            list_ids = await _target_lists(conn, campaign.lists, campaign.list_ids)
-            if list_ids != list(row["list_ids"]):
-                changed.append("lists")
-            await conn.execute("DELETE FROM campaign_lists WHERE campaign_id = $1", campaign_id)
-            await conn.execute(
-                "INSERT INTO campaign_lists (campaign_id, list_id) SELECT $1, unnest($2::bigint[])",
-                campaign_id,
-                list_ids,
-            )
-    return changed
+    _require_draft(campaign_id, row["status"])  # a launch may have come meanwhile
+    return {**dict(row), "list_ids": list(row["list_ids"])}
 
 
 def _require_draft(campaign_id: int, status: str) -> None:
