@@ -7,7 +7,8 @@ campaign the CLI refuses is refused by command for the same reason, and the othe
 What is checked, before anything is written:
 - templates: subject, HTML and text compiled in the sandbox with the marketing footers and
   trial-rendered (`rendering.compile_message`, in a worker thread: it may take seconds);
-- From and Reply-To: plain ASCII addresses the renderer can send from, no control characters;
+- From and Reply-To: addresses by email-validator's rules (ASCII, a domain with a dot, no
+  special-use domain but `.test`, no control characters), then the renderer's own check;
 - target lists: at least one, each known (by name or id), resolved in the transaction that
   stores them.
 
@@ -29,9 +30,11 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
+from email_validator import EmailNotValidError, validate_email
 
 from mailroom_common.events import CampaignCreate, CampaignUpdate
 from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
@@ -283,9 +286,9 @@ async def _made_before(
 
 
 async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign) -> None:
-    for name, value in (("from_email", campaign.from_email), ("reply_to", campaign.reply_to)):
-        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise CampaignProblem(name, "holds a control character (a line break?)")
+    _check_address("from_email", "from address", campaign.from_email)
+    if campaign.reply_to is not None:
+        _check_address("reply_to", "reply-to", parseaddr(campaign.reply_to)[1] or campaign.reply_to)
     marketing, _ = await SettingsStore(pool, settings.settings_key).load(MarketingSettings)
     content = MessageContent(
         subject=campaign.subject,
@@ -307,6 +310,19 @@ async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign
             line=problem.line,
             said=str(problem),
         ) from problem
+
+
+def _check_address(field: str, part: str, value: str) -> None:
+    """A sender's address other servers take: email-validator's rules (no display name, no
+    quoting, a domain with a dot, not a special-use domain but `.test`), ASCII only."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise CampaignProblem(field, "holds a control character (a line break?)")
+    try:
+        validate_email(
+            value.strip(), check_deliverability=False, allow_smtputf8=False, test_environment=True
+        )
+    except EmailNotValidError as error:
+        raise CampaignProblem(field, str(error), said=f"{part}: {error}") from None
 
 
 async def _target_lists(
