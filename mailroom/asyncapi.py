@@ -17,7 +17,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "the CRM",
         "item_generator",
         "Create a draft campaign, checked as `mailroom campaign create` checks it (templates"
-        " compiled with the footers and trial-rendered, lists known, From a plain address)."
+        " compiled with the footers and trial-rendered, lists known, From an address)."
         " Answered by campaign.created; refused into the dead-letter queue with the field"
         " named in x-mailroom-error. The same idempotency_key with the same content answers"
         " with the same campaign; with other content it is refused.",
