@@ -203,6 +203,12 @@ REFUSED: list[tuple[str, dict[str, Any] | bytes, str]] = [
         _create(subject="{{ contact.__init__.__globals__ }}"),
         "subject, line 1: '__globals__' is not allowed in a template",
     ),
+    (
+        "unknown variable",
+        _create(html_template="<p>Hi</p>\n<p>{{ first_name }}</p>"),
+        "html_template, line 2: unknown variable 'first_name': a merge field is contact.<field>",
+    ),
+    ("unknown variable in the subject", _create(subject="{{ camp.name }}"), "subject, line 1:"),
     ("unknown filter", _create(text_template="{{ 1 | shell }}"), "text_template, line 1:"),
     ("unknown list", _create(lists=["readers", "nope"]), "lists: no list named 'nope'"),
     ("unknown list id", _create(lists=[], list_ids=[99]), "list_ids: list 99 does not exist"),
@@ -262,7 +268,16 @@ async def test_what_is_wrong_is_dead_lettered_with_the_field_named(
         for case, body, _ in REFUSED:
             await crm.send("campaign.create", body, case=case)
         # a field Mailroom does not know is no reason to refuse (a newer CRM)
-        await crm.send("campaign.create", _create(crm_owner="ann", correlation_id="extra"))
+        # nor are names a template sets itself, Jinja's own, and the footer's links
+        names = (
+            "{% set hello = 'Hi' %}<p>{{ hello }} {{ contact.first_name }}</p>"
+            "{% for n in range(2) %}{{ n }}{{ loop.index }}{% endfor %}"
+            "{% macro link(u) %}<a href='{{ u }}'>x</a>{% endmacro %}{{ link(manage_url) }}"
+        )
+        await crm.send(
+            "campaign.create",
+            _create(crm_owner="ann", correlation_id="extra", html_template=names),
+        )
         [answer] = await crm.answers_received(1)
         assert answer["correlation_id"] == "extra"
         reasons = await crm.dead_letters(len(REFUSED))

@@ -6,7 +6,8 @@ campaign the CLI refuses is refused by command for the same reason, and the othe
 
 What is checked, before anything is written:
 - templates: subject, HTML and text compiled in the sandbox with the marketing footers and
-  trial-rendered (`rendering.compile_message`, in a worker thread: it may take seconds);
+  trial-rendered (`rendering.compile_message`, in a worker thread: it may take seconds), and
+  no variable used that no template is given (`{{ first_name }}`, not `contact.first_name`);
 - From and Reply-To: addresses by email-validator's rules (ASCII, a domain with a dot, no
   special-use domain but `.test`, no control characters), then the renderer's own check;
 - target lists: at least one, each known (by name or id), resolved in the transaction that
@@ -35,9 +36,17 @@ from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
 from email_validator import EmailNotValidError, validate_email
+from jinja2 import meta, nodes
 
 from mailroom_common.events import CampaignCreate, CampaignUpdate
 from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
+from mailroom_common.rendering.templates import (
+    HTML,
+    HTML_ENVIRONMENT,
+    SUBJECT,
+    TEXT,
+    TEXT_ENVIRONMENT,
+)
 from mailroom_common.runtime_settings import MarketingSettings, SettingsStore
 from mailroom_common.settings import Settings
 
@@ -59,6 +68,8 @@ _DRAFT = (
 )
 _DRAFT_FOR_UPDATE = _DRAFT + " FOR UPDATE"
 _UPDATE_TRIES = 20  # each try, one of the updates racing on a draft lands
+# what a campaign's templates are given (rendering.message._variables, and the campaign)
+_TEMPLATE_NAMES = frozenset({"contact", "campaign", "unsubscribe_url", "manage_url"})
 # what campaign.update may change besides the lists
 _TEXT_FIELDS = (
     "name",
@@ -300,9 +311,8 @@ async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign
         text_footer=marketing.text_footer,
         html_footer=marketing.html_footer,
     )
-    context = {"campaign": {"id": 0, "name": campaign.name}}
     try:
-        await asyncio.to_thread(compile_message, content, context)
+        await asyncio.to_thread(_compile, content, campaign.name)
     except TemplateProblem as problem:
         raise CampaignProblem(
             _FIELD_OF_PART.get(problem.part, problem.part),
@@ -310,6 +320,34 @@ async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign
             line=problem.line,
             said=str(problem),
         ) from problem
+
+
+def _compile(content: MessageContent, name: str) -> None:
+    """Compile as the message processor will, then look for names no template can be given:
+    `{{ first_name }}` for `{{ contact.first_name }}` would render as nothing for everyone.
+    Only here, when a campaign is defined: a stored campaign renders as it always did."""
+    compile_message(content, {"campaign": {"id": 0, "name": name}})
+    for part, source, environment in (
+        (SUBJECT, content.subject, TEXT_ENVIRONMENT),
+        (HTML, content.html, HTML_ENVIRONMENT),
+        (TEXT, content.text, TEXT_ENVIRONMENT),
+    ):
+        if source is None:
+            continue
+        tree = environment.parse(source)
+        unknown = meta.find_undeclared_variables(tree) - _TEMPLATE_NAMES - set(environment.globals)
+        if unknown:
+            first = min(
+                (node.lineno, node.name)
+                for node in tree.find_all(nodes.Name)
+                if node.name in unknown
+            )
+            raise TemplateProblem(
+                part,
+                f"unknown variable '{first[1]}': a merge field is contact.<field>"
+                " (e.g. contact.first_name), the campaign's name campaign.name",
+                first[0],
+            )
 
 
 def _check_address(field: str, part: str, value: str) -> None:
