@@ -155,6 +155,25 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the config service's admin API."
     )
+    console_session_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        description="The administrator's console: a session unused this long ends (and any"
+        " session ends 12 hours after sign-in).",
+    )
+    console_trusted_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]{1,100}$",
+        description="The console also signs in whoever this request header names (e.g."
+        " X-Forwarded-User, X-Auth-Request-Email: an OIDC proxy in front), when the request"
+        " comes from MAILROOM_CONSOLE_TRUSTED_PROXIES. Unset: the admin token only.",
+    )
+    console_trusted_proxies: list[str] = Field(
+        default=["127.0.0.1/32", "::1/128"],
+        description="Addresses (CIDR) of the proxies whose MAILROOM_CONSOLE_TRUSTED_HEADER is"
+        " believed.",
+    )
     config_url: str = Field(
         default="http://127.0.0.1:8080",
         description="Where `mailroom settings ...` finds the config service's admin API.",
