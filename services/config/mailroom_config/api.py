@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailroom_config import settings_ops
+from mailroom_config.console.app import create_console
 from mailroom_config.groups import (
     DEPLOYMENT_SETTINGS,
     GROUP_NAMES,
@@ -49,7 +50,7 @@ from mailroom_config.settings_ops import (
 
 log = logging.getLogger(__name__)
 
-PATHS = ("/settings", "/actions", "/admin", "/docs", "/openapi.json")
+PATHS = ("/settings", "/actions", "/admin", "/console", "/docs", "/openapi.json")
 PROTECTED = ("/settings", "/actions", "/admin")
 TOKEN_NOT_SET = (
     "the admin API is disabled: MAILROOM_ADMIN_TOKEN is not set for the config service"
@@ -396,6 +397,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         return await settings_ops.test_imap(current())
 
     app.include_router(jobs_router(current, secured, PROBLEMS))
+    app.mount("/console", create_console(current), name="console")
 
     token = runtime.settings.admin_token if runtime is not None else None
     app.add_middleware(BodyLimit)
