@@ -391,20 +391,15 @@ class Console:
         return RedirectResponse(f"{PREFIX}/marketing?result=restored", status_code=303)
 
     async def preview(self, request: Request, session: Session) -> Response:
+        # what is being edited (posted), else what is stored
+        values = dict((await settings_ops.group_view(self.current(), "marketing")).settings)
         if request.method == "POST":
             form: dict[str, str] = request.state.form
-            text, html, base = (
-                form.get("text_footer", ""),
-                form.get("html_footer", ""),
-                form.get("public_base_url", ""),
+            values.update(
+                {k: form[k] for k in ("text_footer", "html_footer", "public_base_url") if k in form}
             )
-        else:
-            stored = (await settings_ops.group_view(self.current(), "marketing")).settings
-            text, html, base = (
-                stored["text_footer"],
-                stored["html_footer"],
-                stored["public_base_url"],
-            )
+        text, html = values["text_footer"], values["html_footer"]
+        base = values["public_base_url"]
         shown = await asyncio.to_thread(render_preview, text, html, base)
         response = self.render(request, "preview.html", preview=shown)
         response.headers["Content-Security-Policy"] = PREVIEW_CSP
