@@ -112,7 +112,7 @@ async def test_forms_need_the_csrf_token_and_the_same_origin(
             "SELECT changed_by, changed_keys FROM settings_history WHERE group_name = 'smtp'"
             " ORDER BY version DESC LIMIT 1"
         )
-        assert row["changed_by"] == "Ann Admin"
+        assert row is not None and row["changed_by"] == "Ann Admin"
         assert set(row["changed_keys"]) >= {"port", "password"}
         # write-only: the page says a password is set, never shows it
         page = (await client.get("/console/smtp")).text
