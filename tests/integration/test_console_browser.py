@@ -140,7 +140,11 @@ async def test_the_console_in_a_browser(installation: Installation, tmp_path: Pa
                 await page.get_by_role("heading", name="Marketing Configuration").wait_for()
                 preview = page.frame_locator("#footer-preview")
                 await preview.get_by_text("Plain-text part").wait_for()
-                await preview.get_by_text("Unsubscribe:").wait_for()
+                await preview.get_by_text("Unsubscribe:").wait_for()  # the plain-text part
+                unsubscribe = preview.get_by_role("link", name="Unsubscribe")  # the HTML part
+                assert (await unsubscribe.get_attribute("href") or "").endswith(
+                    "/unsubscribe/sample-contact-token"
+                )
                 await shoot("03-marketing")
                 footer = page.get_by_label("Plain-text footer")
                 await footer.fill("Thanks for reading! Manage: {{ manage_url }}")
