@@ -4,6 +4,7 @@ failed sign-ins, write-only passwords, and the pages' Content-Security-Policy.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -47,6 +48,22 @@ async def smtp_version(install: Installation) -> int:
     assert install.pool is not None
     _, version = await SettingsStore(install.pool, install.settings.settings_key).load(SmtpAccount)
     return version
+
+
+async def declared_too_large(base: str, cookies: httpx.Cookies) -> int:
+    """The status of a POST that declares 20 MB and sends none of it (raw HTTP)."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    writer.write(
+        f"POST /console/smtp HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {20 * 1024 * 1024}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 30)
+    writer.close()
+    return int(status_line.split()[1])
 
 
 async def test_without_a_session_nothing_is_shown_or_changed(
@@ -220,3 +237,84 @@ async def test_a_footer_without_its_link_is_refused_inline(
             preview_csp = preview.headers["content-security-policy"]
             assert "default-src 'none'" in preview_csp and "script-src" not in preview_csp
     assert await store.load(MarketingSettings) == before
+
+
+async def test_bad_requests_are_refused_plainly(console: tuple[Installation, str]) -> None:
+    install, base = console
+    before = await smtp_version(install)
+    async with httpx.AsyncClient(base_url=base) as client:
+        csrf = await sign_in(client, RUN_ADMIN_TOKEN)
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        bad_bodies = [
+            (f"csrf_token={csrf}&host=%ff%fe".encode(), form, 400),  # not UTF-8
+            (b"\xff\xfe\x00garbage", form, 400),
+            ("&".join(f"f{i}=1" for i in range(200)).encode(), form, 400),  # too many fields
+            (b'{"port": 2525}', {"Content-Type": "application/json"}, 400),
+        ]
+        for body, headers, status in bad_bodies:
+            answer = await client.post("/console/smtp", content=body, headers=headers)
+            assert answer.status_code == status, (body[:40], answer.text)
+        assert await declared_too_large(base, client.cookies) == 413
+        # ids past int64, unknown actions, unknown campaigns: 404, nothing published
+        for path in (f"/console/campaigns/{2**70}/pause", "/console/campaigns/1/explode"):
+            assert (await client.get(path)).status_code == 404
+        answer = await client.post("/console/campaigns/999999/cancel", data={"csrf_token": csrf})
+        assert answer.status_code == 404
+        answer = await client.post("/console/jobs/no-such-job/run", data={"csrf_token": csrf})
+        assert answer.status_code == 404 and "no job" in answer.text
+        # a refused job: down (nothing runs it here), said in words
+        answer = await client.post(
+            "/console/jobs/mark-campaigns-completed/run", data={"csrf_token": csrf}
+        )
+        assert answer.status_code == 409 and "is down" in answer.text
+        # markup in a value is shown as text, never as markup
+        answer = await client.post(
+            "/console/smtp", data={"csrf_token": csrf, "host": "<script>alert(1)</script>"}
+        )
+        assert answer.status_code == 422
+        assert "<script>alert" not in answer.text and "&lt;script&gt;" in answer.text
+    assert await smtp_version(install) == before
+    # after sign-in, only a console page of ours: never another site
+    async with httpx.AsyncClient(base_url=base) as client:
+        for target in ("https://evil.example/", "//evil.example/console/x", "/console/../x"):
+            page = await client.get("/console/sign-in", params={"next": target})
+            answer = await client.post(
+                "/console/sign-in",
+                data={
+                    "csrf_token": csrf_of(page.text),
+                    "name": "Ann",
+                    "token": RUN_ADMIN_TOKEN,
+                    "next": target,
+                },
+            )
+            assert answer.headers["location"] == "/console/jobs", target
+
+
+async def test_a_trusted_proxy_names_the_user() -> None:
+    install = Installation(
+        console_trusted_header="X-Forwarded-User", console_trusted_proxies='["127.0.0.1/32"]'
+    )
+    await install.setup()
+    try:
+        process = install.start_services("config", log_name="console-proxy")
+        base = f"http://127.0.0.1:{process.http_port}"  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(base_url=base) as client:
+            page = await client.get("/console/sign-in", headers={"X-Forwarded-User": "carol"})
+            assert "Continue as carol" in page.text
+            answer = await client.post(
+                "/console/sign-in",
+                data={"csrf_token": csrf_of(page.text), "mode": "proxy"},
+                headers={"X-Forwarded-User": "carol"},
+            )
+            assert answer.status_code == 303
+            assert "Signed in as <strong>carol</strong>" in (await client.get("/console/jobs")).text
+            # without the header, "proxy" mode is no sign-in
+            async with httpx.AsyncClient(base_url=base) as other:
+                page = await other.get("/console/sign-in")
+                assert "Continue as" not in page.text
+                answer = await other.post(
+                    "/console/sign-in", data={"csrf_token": csrf_of(page.text), "mode": "proxy"}
+                )
+                assert answer.status_code == 422
+    finally:
+        await install.teardown()

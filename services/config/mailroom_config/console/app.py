@@ -550,6 +550,7 @@ def _safe_next(value: str | None) -> str:
         value
         and value.startswith(PREFIX + "/")
         and "//" not in value
+        and ".." not in value
         and "\\" not in value
         and value.isprintable()
         and len(value) < 200
