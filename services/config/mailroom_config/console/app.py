@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from mailroom_common.campaign_counts import campaign_progress
+from mailroom_common.campaign_counts import EndedCounts, campaign_progress
 from mailroom_common.campaign_lifecycle import CANCELLABLE_STATUSES, PAUSABLE_STATUSES
 from mailroom_common.events import CampaignCancel, CampaignPause, CampaignResume, Event, JobRun
 from mailroom_common.job_overview import JobRunRefused, JobsOverview, read_overview, run_request
@@ -108,6 +108,7 @@ class Console:
         self.current = current
         self.templates = _environment()
         self.throttle = SignInThrottle()
+        self.ended = EndedCounts()
         self._sessions: Sessions | None = None
         self.static = {
             name: resources.files("mailroom_config.console").joinpath("static", name).read_bytes()
@@ -461,7 +462,7 @@ class Console:
             session,
             "campaigns.html",
             "Campaigns",
-            campaigns=await campaign_progress(rt.pool, CAMPAIGNS_SHOWN),
+            campaigns=await campaign_progress(rt.pool, CAMPAIGNS_SHOWN, self.ended),
             history=history,
             sent=sent if sent in ACTIONS else None,
             sent_campaign=int(campaign) if campaign.isdigit() and len(campaign) < 19 else None,
@@ -474,7 +475,7 @@ class Console:
             request,
             "campaigns_table.html",
             session=session,
-            campaigns=await campaign_progress(rt.pool, CAMPAIGNS_SHOWN),
+            campaigns=await campaign_progress(rt.pool, CAMPAIGNS_SHOWN, self.ended),
             **_campaign_rules(),
         )
 
