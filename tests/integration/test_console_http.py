@@ -318,3 +318,34 @@ async def test_a_trusted_proxy_names_the_user() -> None:
                 assert answer.status_code == 422
     finally:
         await install.teardown()
+
+
+async def test_a_campaigns_unsubscribes_are_counted_and_shown(
+    console: tuple[Installation, str],
+) -> None:
+    from mailroom_subscriptions.store import save_preferences, unsubscribe
+
+    install, base = console
+    assert install.pool is not None
+    audience = await make_audience(install.pool, 6, tag="leaving")
+    campaign_id = await make_campaign(install.pool, audience, name="Leaving news")
+    contacts = [
+        r["id"]
+        for r in await install.pool.fetch(
+            "SELECT id FROM contacts WHERE email LIKE 'user%@leaving.example.test' ORDER BY id"
+        )
+    ]
+    assert await unsubscribe(install.pool, contacts[0], None, False, f"c{campaign_id}")
+    assert await save_preferences(install.pool, contacts[1], set(), f"c{campaign_id}")
+    # again: nothing left to leave, not counted twice; another source: not this campaign's
+    assert await unsubscribe(install.pool, contacts[0], None, False, f"c{campaign_id}")
+    assert await unsubscribe(install.pool, contacts[2], None, False, "a1")
+    counted = await install.pool.fetchval(
+        "SELECT unsubscribes FROM campaigns WHERE id = $1", campaign_id
+    )
+    assert counted == 2
+    async with httpx.AsyncClient(base_url=base) as client:
+        await sign_in(client, RUN_ADMIN_TOKEN)
+        page = (await client.get("/console/campaigns/live")).text
+    row = page[page.index(f'id="campaign-{campaign_id}"') :]
+    assert '<td data-label="Unsubscribes">2</td>' in row[: row.index("</tr>")]
