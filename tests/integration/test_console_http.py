@@ -260,6 +260,14 @@ async def test_bad_requests_are_refused_plainly(console: tuple[Installation, str
             assert (await client.get(path)).status_code == 404
         answer = await client.post("/console/campaigns/999999/cancel", data={"csrf_token": csrf})
         assert answer.status_code == 404
+        # an action the campaign's status does not allow: 409, nothing published
+        assert install.pool is not None
+        draft = await make_campaign(install.pool, await make_audience(install.pool, 3, "draft"))
+        for action in ("pause", "resume"):
+            answer = await client.post(
+                f"/console/campaigns/{draft}/{action}", data={"csrf_token": csrf}
+            )
+            assert answer.status_code == 409 and "is draft" in answer.text
         answer = await client.post("/console/jobs/no-such-job/run", data={"csrf_token": csrf})
         assert answer.status_code == 404 and "no job" in answer.text
         # a refused job: down (nothing runs it here), said in words

@@ -73,6 +73,11 @@ ACTIONS: dict[str, tuple[str, Callable[[int], Event]]] = {
     "resume": ("Resume", lambda i: CampaignResume(campaign_id=i)),
     "cancel": ("Cancel", lambda i: CampaignCancel(campaign_id=i)),
 }
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "pause": PAUSABLE_STATUSES,
+    "resume": ("paused",),
+    "cancel": CANCELLABLE_STATUSES,
+}
 ACTION_MEANS = {
     "pause": "Generation and sending stop at their next step; the work waits in the database"
     " until you resume.",
@@ -490,6 +495,12 @@ class Console:
         )
         if row is None:
             return PlainTextResponse(f"no campaign {campaign_id}", status_code=404)
+        if row["status"] not in ALLOWED_FROM[action]:
+            return PlainTextResponse(
+                f"campaign {campaign_id} is {row['status']}: it cannot {action} now"
+                " (back to /console/campaigns)",
+                status_code=409,
+            )
         if request.method == "POST":
             await rt.send_command(ACTIONS[action][1](campaign_id))
             log.info("campaign.%s sent for campaign %d by %s", action, campaign_id, session.actor)
