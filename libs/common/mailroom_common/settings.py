@@ -6,11 +6,12 @@ live in PostgreSQL instead: see `runtime_settings`.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,16 @@ class Settings(BaseSettings):
         " on port 15672.",
     )
     graceful_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("console_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in value]
+        except ValueError as error:
+            raise ValueError(
+                f"each entry must be an IP address or network (CIDR): {error}"
+            ) from None
 
     @model_validator(mode="after")
     def _keys_fit_the_environment(self) -> Settings:

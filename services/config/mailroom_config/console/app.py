@@ -212,9 +212,8 @@ class Console:
         nonce = request.cookies.get(SIGN_IN_COOKIE) or _random()
         next_path = _safe_next(request.query_params.get("next"))
         token = self.sessions.csrf_for(f"sign-in:{nonce}")
-        token_set = self.current().settings.admin_token is not None and bool(
-            self.current().settings.admin_token.get_secret_value()  # type: ignore[union-attr]
-        )
+        admin_token = self.current().settings.admin_token
+        token_set = admin_token is not None and bool(admin_token.get_secret_value())
         response = self.render(
             request,
             "sign_in.html",
@@ -266,7 +265,10 @@ class Console:
             )
         proxy_user = self._proxy_user(request)
         if form.get("mode") == "proxy" and proxy_user:
-            actor = proxy_user
+            try:
+                actor = settings_ops.actor_name(proxy_user, "name")
+            except Invalid as invalid:
+                return self._sign_in_page(request, 422, invalid.problems[0].problem)
         else:
             name = form.get("name", "").strip()
             try:
