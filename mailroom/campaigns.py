@@ -10,7 +10,7 @@ from typing import Any
 from asyncpg.pool import Pool
 from mailroom_common.adaptive_rate import ACCOUNT_RATE_NAME, AdaptiveRateLimiter
 from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
-from mailroom_common.campaign_counts import item_counts
+from mailroom_common.campaign_counts import campaign_progress, item_counts
 from mailroom_common.campaign_drafts import (
     CampaignProblem,
     CreatedCampaign,
@@ -32,6 +32,20 @@ __all__ = [
     "list_campaigns",
     "send_command",
 ]
+
+# what `campaign list --json` shows of each campaign
+LISTED = (
+    "id",
+    "name",
+    "status",
+    "send_at",
+    "launched_at",
+    "completed_at",
+    "items",
+    "open",
+    "done",
+    "counts",
+)
 
 
 async def campaign_status(pool: Pool, campaign_id: int) -> dict[str, Any] | None:
@@ -64,45 +78,10 @@ async def send_command(settings: Settings, command: Event) -> None:
         await broker.stop()
 
 
-# the items by status of the campaigns $1, archived or not (campaign_counts.ITEM_COUNTS for
-# several campaigns in one query)
-ITEM_COUNTS_OF_CAMPAIGNS = """
-SELECT campaign_id, status, sum(n)::bigint AS n FROM (
-    SELECT campaign_id, status, count(*) AS n FROM campaign_items
-    WHERE campaign_id = ANY($1::bigint[]) GROUP BY campaign_id, status
-    UNION ALL
-    SELECT c.id, e.key, e.value::bigint FROM campaigns c, jsonb_each_text(c.archived_counts) e
-    WHERE c.id = ANY($1::bigint[])
-) t GROUP BY campaign_id, status
-"""
-
-
 async def list_campaigns(pool: Pool, limit: int) -> list[dict[str, Any]]:
     """The `limit` newest campaigns, with their items by status and their progress."""
-    rows = await pool.fetch(
-        "SELECT id, name, status, send_at, launched_at, completed_at FROM campaigns"
-        " ORDER BY id DESC LIMIT $1",
-        limit,
-    )
-    counts: dict[int, dict[str, int]] = {}
-    for row in await pool.fetch(ITEM_COUNTS_OF_CAMPAIGNS, [r["id"] for r in rows]):
-        if row["n"]:
-            counts.setdefault(row["campaign_id"], {})[row["status"]] = int(row["n"])
-    listed = []
-    for row in rows:
-        mine = counts.get(row["id"], {})
-        total = sum(mine.values())
-        open_items = sum(mine.get(s, 0) for s in OPEN_STATUSES)
-        listed.append(
-            {
-                **{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()},
-                "items": total,
-                "open": open_items,
-                "done": total - open_items,
-                "counts": mine,
-            }
-        )
-    return listed
+    listed = await campaign_progress(pool, limit)
+    return [{k: v for k, v in c.items() if k in LISTED} for c in listed]
 
 
 async def campaign_exists(pool: Pool, campaign_id: int) -> bool:

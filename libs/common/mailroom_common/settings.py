@@ -6,11 +6,12 @@ live in PostgreSQL instead: see `runtime_settings`.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,25 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the config service's admin API."
     )
+    console_session_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        description="The administrator's console: a session unused this long ends (and any"
+        " session ends 12 hours after sign-in).",
+    )
+    console_trusted_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]{1,100}$",
+        description="The console also signs in whoever this request header names (e.g."
+        " X-Forwarded-User, X-Auth-Request-Email: an OIDC proxy in front), when the request"
+        " comes from MAILROOM_CONSOLE_TRUSTED_PROXIES. Unset: the admin token only.",
+    )
+    console_trusted_proxies: list[str] = Field(
+        default=["127.0.0.1/32", "::1/128"],
+        description="Addresses (CIDR) of the proxies whose MAILROOM_CONSOLE_TRUSTED_HEADER is"
+        " believed.",
+    )
     config_url: str = Field(
         default="http://127.0.0.1:8080",
         description="Where `mailroom settings ...` finds the config service's admin API.",
@@ -200,6 +220,16 @@ class Settings(BaseSettings):
         " on port 15672.",
     )
     graceful_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("console_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in value]
+        except ValueError as error:
+            raise ValueError(
+                f"each entry must be an IP address or network (CIDR): {error}"
+            ) from None
 
     @model_validator(mode="after")
     def _keys_fit_the_environment(self) -> Settings:

@@ -15,12 +15,10 @@ else is read); /docs and /openapi.json describe the API and are public.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import logging
-from datetime import datetime
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -28,38 +26,32 @@ from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Securi
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from mailroom_common.events import SettingsChanged
 from mailroom_common.runtime import Runtime
-from mailroom_common.runtime_settings import (
-    GROUPS,
-    BounceMailbox,
-    MarketingSettings,
-    SettingsStore,
-    SmtpAccount,
-)
+from mailroom_common.runtime_settings import GROUPS
 from pydantic import BaseModel, Field, SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailroom_config import checks
+from mailroom_config import settings_ops
+from mailroom_config.console.app import create_console
 from mailroom_config.groups import (
     DEPLOYMENT_SETTINGS,
     GROUP_NAMES,
     FieldProblem,
     Invalid,
     ReadOnly,
-    merge,
-    plain,
-    public,
-    read_only,
 )
 from mailroom_config.jobs_api import jobs_router
+from mailroom_config.settings_ops import (
+    ActionResult,
+    ChangeResult,
+    GroupView,
+    History,
+)
 
 log = logging.getLogger(__name__)
 
-PATHS = ("/settings", "/actions", "/admin", "/docs", "/openapi.json")
+PATHS = ("/settings", "/actions", "/admin", "/console", "/docs", "/openapi.json")
 PROTECTED = ("/settings", "/actions", "/admin")
-DEFAULT_ACTOR = "admin"
-MAX_ACTOR_LENGTH = 200
 TOKEN_NOT_SET = (
     "the admin API is disabled: MAILROOM_ADMIN_TOKEN is not set for the config service"
     " (set it, restart the service, then call with 'Authorization: Bearer <token>')"
@@ -85,48 +77,8 @@ class ValidationProblem(BaseModel):
     detail: list[FieldProblemOut]
 
 
-class GroupView(BaseModel):
-    group: str
-    version: int = Field(description="0: never changed, the defaults.")
-    updated_by: str | None
-    updated_at: datetime | None
-    settings: dict[str, Any] = Field(
-        description='Editable settings; a password shows "********" when set, "" when not.'
-    )
-    read_only: dict[str, Any] = Field(
-        description="Shown, never changed here (deployment settings, facts about the group)."
-    )
-
-
-class ChangeResult(BaseModel):
-    group: str
-    changed: bool
-    version: int
-    changed_keys: list[str]
-    message: str
-    announced: bool = Field(description="settings.changed was published (False: nothing to say).")
-    settings: dict[str, Any]
-
-
-class HistoryEntry(BaseModel):
-    version: int
-    changed_keys: list[str]
-    changed_by: str
-    changed_at: datetime
-
-
-class History(BaseModel):
-    group: str
-    entries: list[HistoryEntry] = Field(description="Newest first.")
-
-
 class TestSmtpRequest(BaseModel):
     to: str = Field(description="Where the test email goes.", examples=["admin@example.com"])
-
-
-class ActionResult(BaseModel):
-    ok: bool
-    reply: str = Field(description="The server's reply, or what went wrong.")
 
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -262,14 +214,6 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-async def load_group(store: SettingsStore, group: str) -> tuple[BaseModel, int]:
-    if group == "smtp":
-        return await store.load(SmtpAccount)
-    if group == "marketing":
-        return await store.load(MarketingSettings)
-    return await store.load(BounceMailbox)
-
-
 # --- the app --------------------------------------------------------------------------------
 
 
@@ -282,22 +226,6 @@ def _field_of(location: tuple[Any, ...]) -> str:
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts) or "(body)"
-
-
-def _actor(value: str | None) -> str:
-    actor = (value or "").strip()
-    if not actor:
-        return DEFAULT_ACTOR
-    if len(actor) > MAX_ACTOR_LENGTH or not actor.isprintable():
-        raise Invalid(
-            [
-                FieldProblem(
-                    "X-Mailroom-Actor",
-                    f"at most {MAX_ACTOR_LENGTH} printable characters (who made the change)",
-                )
-            ]
-        )
-    return actor
 
 
 def _known(group: str) -> str:
@@ -372,19 +300,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         return JSONResponse({"detail": str(error)}, status_code=409)
 
     async def view(group: str) -> GroupView:
-        rt = current()
-        value, version = await load_group(rt.settings_store, group)
-        row = await rt.pool.fetchrow(
-            "SELECT updated_by, updated_at FROM settings WHERE group_name = $1", group
-        )
-        return GroupView(
-            group=group,
-            version=version,
-            updated_by=row["updated_by"] if row else None,
-            updated_at=row["updated_at"] if row else None,
-            settings=public(value),
-            read_only=read_only(group, rt.settings),
-        )
+        return await settings_ops.group_view(current(), group)
 
     @app.get(
         "/settings",
@@ -431,7 +347,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         ] = None,
     ) -> ChangeResult:
         _known(group)
-        actor = _actor(x_mailroom_actor)
+        actor = settings_ops.actor_name(x_mailroom_actor)
         try:
             changes = json.loads(await request.body() or b"null")
         except (ValueError, RecursionError):
@@ -440,62 +356,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             raise Invalid(
                 [FieldProblem("(body)", "must be a JSON object of the settings to change")]
             )
-        rt = current()
-        # one change of a group at a time (across replicas): no lost update, exact diff
-        async with rt.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))", f"mailroom.settings.{group}"
-            )
-            current_value, version = await load_group(rt.settings_store, group)
-            # off the event loop: checking the footers compiles and trial-renders them
-            new_value = await asyncio.to_thread(merge, group, current_value, changes, rt.settings)
-            if plain(new_value) == plain(current_value):
-                return ChangeResult(
-                    group=group,
-                    changed=False,
-                    version=version,
-                    changed_keys=[],
-                    message=f"nothing changed: still version {version}, no event published",
-                    announced=False,
-                    settings=public(current_value),
-                )
-            version, changed_keys = await rt.settings_store.save(new_value, changed_by=actor)
-            log.info(
-                "settings %s changed to version %d by %s: %s",
-                group,
-                version,
-                actor,
-                ", ".join(changed_keys),
-            )
-            # announced while still holding the lock: the events go out in version order
-            announced = True
-            try:
-                event = {"group": group, "version": version, "changed_keys": changed_keys}
-                await rt.announce(SettingsChanged.model_validate(event))
-            except Exception as error:
-                announced = False
-                log.error(
-                    "settings %s version %d is stored but settings.changed was not published"
-                    " (%s): services see it when they restart or on the next change",
-                    group,
-                    version,
-                    type(error).__name__,
-                )
-        message = f"stored as version {version}"
-        if not announced:
-            message += (
-                "; settings.changed could not be published: running services see it when"
-                " they restart or on the next change"
-            )
-        return ChangeResult(
-            group=group,
-            changed=True,
-            version=version,
-            changed_keys=changed_keys,
-            message=message,
-            announced=announced,
-            settings=public(new_value),
-        )
+        return await settings_ops.change_group(current(), group, changes, actor)
 
     @app.get(
         "/settings/{group}/history",
@@ -508,13 +369,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         group: GroupPath, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> History:
         _known(group)
-        rows = await current().pool.fetch(
-            "SELECT version, changed_keys, changed_by, changed_at FROM settings_history"
-            " WHERE group_name = $1 ORDER BY version DESC LIMIT $2",
-            group,
-            limit,
-        )
-        return History(group=group, entries=[HistoryEntry(**dict(row)) for row in rows])
+        entries = await settings_ops.history(current(), group, limit)
+        return History(group=group, entries=[entry for _, entry in entries])
 
     @app.post(
         "/actions/test-smtp",
@@ -528,10 +384,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             to = validate_email(body.to, check_deliverability=False).normalized
         except EmailNotValidError as error:
             raise Invalid([FieldProblem("to", str(error))]) from None
-        account, _ = await current().settings_store.load(SmtpAccount)
-        result = await checks.send_test_email(account, to)
-        log.info("test email via %s:%d: %s", account.host, account.port, result.reply)
-        return ActionResult(ok=result.ok, reply=result.reply)
+        return await settings_ops.test_smtp(current(), to)
 
     @app.post(
         "/actions/test-imap",
@@ -541,12 +394,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         summary="Log in to the bounce mailbox and select its folder",
     )
     async def test_imap() -> ActionResult:
-        mailbox, _ = await current().settings_store.load(BounceMailbox)
-        result = await checks.check_mailbox(mailbox)
-        log.info("bounce mailbox check %s:%d: %s", mailbox.host, mailbox.port, result.reply)
-        return ActionResult(ok=result.ok, reply=result.reply)
+        return await settings_ops.test_imap(current())
 
     app.include_router(jobs_router(current, secured, PROBLEMS))
+    app.mount("/console", create_console(current), name="console")
 
     token = runtime.settings.admin_token if runtime is not None else None
     app.add_middleware(BodyLimit)

@@ -137,6 +137,15 @@ async def _skip_items(
     return len(rows)
 
 
+async def _count_for_campaign(conn: PoolConnectionProxy, source: str) -> None:
+    """One more unsubscribe that came from a campaign's links (campaigns.unsubscribes)."""
+    parsed = parse_source(source)
+    if parsed is not None and parsed[0] == "campaign":
+        await conn.execute(
+            "UPDATE campaigns SET unsubscribes = unsubscribes + 1 WHERE id = $1", parsed[1]
+        )
+
+
 async def unsubscribe(
     pool: Pool, contact_id: int, lists: list[int] | None, everything: bool, source: str
 ) -> Change | None:
@@ -170,6 +179,8 @@ async def unsubscribe(
         change.skipped_items = await _skip_items(
             conn, contact, targeted or [], everything, f"{why} before sending ({source})"
         )
+        if change.anything:
+            await _count_for_campaign(conn, source)
         return change
 
 
@@ -214,4 +225,5 @@ async def save_preferences(
                 False,
                 f"unsubscribed from the list before sending (preferences, {source})",
             )
+            await _count_for_campaign(conn, source)
         return change
