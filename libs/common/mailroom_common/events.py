@@ -188,37 +188,39 @@ class InboundEvent(Event):
     """An event of the events exchange (every message now tolerates unknown fields)."""
 
 
+class Command(Event):
+    """A command: the commands exchange (a marketer, the CRM, the CLI)."""
+
+    exchange: ClassVar[ExchangeName] = "commands"
+
+
 # --- commands (commands exchange) ---------------------------------------------------------
 
 
-class CampaignLaunch(Event):
+class CampaignLaunch(Command):
     routing_key: ClassVar[str] = "campaign.launch"
-    exchange: ClassVar[ExchangeName] = "commands"
     publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
     summary: ClassVar[str] = "Launch a draft campaign, now or at send_at."
     campaign_id: Id
     send_at: datetime | None = Field(default=None, description="Send later; None means now.")
 
 
-class CampaignPause(Event):
+class CampaignPause(Command):
     routing_key: ClassVar[str] = "campaign.pause"
-    exchange: ClassVar[ExchangeName] = "commands"
     publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
     summary: ClassVar[str] = "Stop generating and sending; resume continues."
     campaign_id: Id
 
 
-class CampaignResume(Event):
+class CampaignResume(Command):
     routing_key: ClassVar[str] = "campaign.resume"
-    exchange: ClassVar[ExchangeName] = "commands"
     publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
     summary: ClassVar[str] = "Continue a paused campaign."
     campaign_id: Id
 
 
-class CampaignCancel(Event):
+class CampaignCancel(Command):
     routing_key: ClassVar[str] = "campaign.cancel"
-    exchange: ClassVar[ExchangeName] = "commands"
     publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
     summary: ClassVar[str] = "Skip every item not yet sending."
     campaign_id: Id
