@@ -15,7 +15,12 @@ import asyncpg
 import httpx
 import pytest
 from mailroom_common.broker import Topology
-from mailroom_common.events import CampaignLaunch, ContactActivity, ContactUnsubscribed
+from mailroom_common.events import (
+    CampaignLaunch,
+    ContactActivity,
+    ContactSubscribed,
+    ContactUnsubscribed,
+)
 from mailroom_common.runtime_settings import BounceMailbox, SettingsStore
 
 from mailroom.campaigns import send_command
@@ -25,6 +30,7 @@ from tests.integration.test_provider_webhooks import (
     mailgun_call,
     mailgun_event,
 )
+from tests.support.autoresponders import make_autoresponder, make_contact, make_list, trigger
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.scenario import campaign_reaches, launched_campaign
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
@@ -240,3 +246,27 @@ async def test_switched_off_nothing_is_looked_up_or_published(smtp_server: SmtpS
         assert set(kinds) == {"delivery.results"}
     finally:
         await off.teardown()
+
+
+async def test_an_autoresponder_email_is_on_the_timeline_too(
+    installation: Installation, smtp_server: SmtpServer, crm: CrmQueue
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    await use_smtp_server(pool, smtp_server.port)
+    welcome = await make_list(pool, "welcome")
+    autoresponder_id = await make_autoresponder(installation, "Welcome", list_name="welcome")
+    contact_id = await make_contact(pool, "newbie@welcome.test", welcome)
+    await pool.execute("UPDATE contacts SET crm_id = 'crm-newbie' WHERE id = $1", contact_id)
+    installation.start_services()
+    await trigger(
+        installation, ContactSubscribed(contact_id=contact_id, list_id=welcome, event_id="s-1")
+    )
+    [sent] = await crm.until("sent", 1)
+    item_id = await pool.fetchval("SELECT id FROM autoresponder_items")
+    assert (sent.autoresponder_id, sent.campaign_id, sent.item_id) == (
+        autoresponder_id,
+        None,
+        item_id,
+    )
+    assert (sent.contact_id, sent.crm_contact_id) == (contact_id, "crm-newbie")
