@@ -94,3 +94,12 @@ def test_retry_tiers_run_out() -> None:
     # the delivery limit is a policy (broker_policy), never an argument that cannot change
     assert queue.arguments is not None and "x-delivery-limit" not in queue.arguments
     assert queue.arguments["x-dead-letter-routing-key"] == queue.name
+
+
+def test_a_nul_is_refused_in_a_field_not_in_a_field_ignored() -> None:
+    with pytest.raises(ValidationError, match="type holds a NUL character"):
+        ContactEvent.model_validate_json(b'{"contact_id": 1, "type": "a\\u0000b", "event_id": "e"}')
+    event = ContactEvent.model_validate_json(
+        b'{"contact_id": 1, "type": "t", "event_id": "e", "crm_note": "a\\u0000b"}'
+    )
+    assert unknown_fields(event) == ["crm_note"]

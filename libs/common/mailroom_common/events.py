@@ -49,7 +49,7 @@ def _nul_at(value: Any, path: str) -> str | None:
     if isinstance(value, str):
         return path if "\x00" in value else None
     if isinstance(value, BaseModel):
-        value = dict(value)
+        value = {name: getattr(value, name) for name in type(value).model_fields}
     if isinstance(value, dict):
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
