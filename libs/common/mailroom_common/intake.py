@@ -69,8 +69,9 @@ PERMANENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
 
 # (routing key, unknown fields) already logged by this process; bounded, as every message
 # could bring a new set
-_UNKNOWN_LOGGED: set[tuple[str, tuple[str, ...]]] = set()
+_UNKNOWN_LOGGED: set[tuple[str, tuple[str, ...], str]] = set()
 MAX_UNKNOWN_LOGGED = 1000
+MAX_UNKNOWN_SHOWN = 20
 
 
 class Rejected(Exception):
@@ -307,17 +308,25 @@ def _log_unknown_fields(event: Event) -> None:
     fields = unknown_fields(event)
     if not fields:
         return
-    key = (event.routing_key, tuple(fields))
+    # a message may name thousands of fields, each of any length: remember and log a few
+    shown = tuple(_printable(f) for f in fields[:MAX_UNKNOWN_SHOWN])
+    key = (event.routing_key, shown, str(len(fields)))
     if key in _UNKNOWN_LOGGED or len(_UNKNOWN_LOGGED) >= MAX_UNKNOWN_LOGGED:
         return
     _UNKNOWN_LOGGED.add(key)
+    more = len(fields) - len(shown)
     log.warning(
-        "%s (schema_version %s) has fields this version does not know, ignored: %s"
+        "%s (schema_version %s) has fields this version does not know, ignored: %s%s"
         " (logged once per process for this set of fields)",
         event.routing_key,
-        event.schema_version,
-        ", ".join(f[:100] for f in fields[:20]),
+        _printable(str(event.schema_version)),
+        ", ".join(shown),
+        f" and {more} more" if more else "",
     )
+
+
+def _printable(name: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in name[:100])
 
 
 def _problem(message: RabbitMessage) -> str | None:
