@@ -312,7 +312,8 @@ class _Document:
         lane = "priority-retry" if priority else "retry"
         back = PRIORITY_ROUTING_KEY if priority else "outbound.batch"
         channel = f"retry.{_id(lane)}"
-        arguments = {k: v for k, v in (queue.arguments or {}).items() if k != "x-message-ttl"}
+        hidden = ("x-message-ttl", "x-queue-type")
+        arguments = {k: v for k, v in (queue.arguments or {}).items() if k not in hidden}
         told = ", ".join(f"{k}={v}" for k, v in sorted(arguments.items()))
         self.channels[channel] = {
             "address": address,
