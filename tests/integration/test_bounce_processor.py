@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aio_pika
 import httpx
@@ -73,6 +74,28 @@ async def bounce_events(installation: Installation) -> AsyncIterator[list[dict[s
         yield received
 
 
+@pytest.fixture
+async def activities(installation: Installation) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every contact.activity published while the test runs (a CRM's queue)."""
+    received: list[dict[str, Any]] = []
+    topology = Topology.from_settings(installation.settings)
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            topology.events.name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="contact.activity")
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with message.process():
+                received.append(json.loads(message.body))
+
+        await queue.consume(on_message)
+        yield received
+
+
 async def mailbox_drained(installation: Installation, dovecot: Dovecot, messages: int) -> None:
     pool = pool_of(installation)
 
@@ -104,6 +127,7 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     smtp_server: SmtpServer,
     dovecot: Dovecot,
     bounce_events: list[dict[str, object]],
+    activities: list[dict[str, Any]],
 ) -> None:
     pool = pool_of(installation)
     _audience, campaign_id, _ = await launched_campaign(installation, smtp_server, 12)
@@ -208,6 +232,25 @@ async def test_bounces_of_a_campaign_update_items_and_suppressions(
     hard_event = next(e for e in bounce_events if e["email"] == hard)
     assert hard_event["campaign_id"] == campaign_id and hard_event["status"] == "5.1.1"
     assert PASSWORD not in installation.log_text()
+
+    # the CRM's timeline: the proven bounces and the complaint, in at most one contact.activity
+    # per mailbox message
+    def timeline() -> list[dict[str, Any]]:
+        return [
+            a for m in activities for a in m["activities"] if a["kind"] in ("bounced", "complained")
+        ]
+
+    async def on_timeline() -> bool:
+        return {a["email"] for a in timeline()} >= {hard, complained, soft_once, attacker}
+
+    await wait_for(on_timeline, 20, "bounces on the CRM's timeline")
+    kinds = {(a["email"], a["kind"], a["bounce_kind"]) for a in timeline()}
+    assert {(hard, "bounced", "hard"), (complained, "complained", None)} <= kinds
+    assert (soft_once, "bounced", "soft") in kinds
+    assert {a["email"] for a in timeline()}.isdisjoint(never_announced)
+    assert {a["campaign_id"] for a in timeline()} == {campaign_id}
+    bounce_messages = [m for m in activities if any(a["kind"] != "sent" for a in m["activities"])]
+    assert len(bounce_messages) <= len(bounce_events)
 
 
 async def _at_least(events: list[dict[str, object]], count: int) -> bool:

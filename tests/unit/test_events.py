@@ -1,16 +1,79 @@
 from __future__ import annotations
 
+import json
+from typing import ClassVar
+
 import pytest
 from mailroom_common.broker import Topology
-from mailroom_common.events import CampaignLaunch, OutboundBatch, json_schemas
+from mailroom_common.events import (
+    REGISTRY,
+    CampaignLaunch,
+    ContactActivity,
+    ContactEvent,
+    DeliveryResults,
+    Event,
+    OutboundBatch,
+    json_schemas,
+    unknown_fields,
+)
 from pydantic import ValidationError
 
 
 def test_launch_event_validates() -> None:
     assert CampaignLaunch.model_validate_json(b'{"campaign_id": 3}').campaign_id == 3
-    for bad in (b'{"campaign_id": "x"}', b'{"campaign_id": 0}', b'{"campaign_id": 1, "extra": 1}'):
+    for bad in (b'{"campaign_id": "x"}', b'{"campaign_id": 0}'):
         with pytest.raises(ValidationError):
             CampaignLaunch.model_validate_json(bad)
+
+
+def test_unknown_fields_are_kept_aside_at_every_level() -> None:
+    launch = CampaignLaunch.model_validate_json(b'{"campaign_id": 3, "priority": "high"}')
+    assert launch.campaign_id == 3 and unknown_fields(launch) == ["priority"]
+    results = DeliveryResults.model_validate_json(
+        b'{"results": [{"item_id": 1, "status": "sent", "opened": false},'
+        b' {"item_id": 2, "status": "sent", "opened": true, "x": 1}], "region": "eu"}'
+    )
+    assert unknown_fields(results) == ["region", "results[].opened", "results[].x"]
+    event = ContactEvent.model_validate_json(
+        b'{"contact_id": 1, "type": "t", "event_id": "e", "data": {"anything": 1}}'
+    )
+    assert unknown_fields(event) == []  # free-form data is not unknown
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"campaign_id": 3, "sendAt": "2030-01-01T00:00:00Z"}', "did you mean send_at"),
+        (b'{"campaign_id": 3, "Send-At": "2030-01-01T00:00:00Z"}', "did you mean send_at"),
+        (b'{"campaign_id": 3, "CampaignID": 4}', "did you mean campaign_id"),
+    ],
+)
+def test_another_spelling_of_a_known_field_is_refused(body: bytes, named: str) -> None:
+    with pytest.raises(ValidationError, match=named):
+        CampaignLaunch.model_validate_json(body)
+
+
+@pytest.mark.parametrize("version", [1, "1", "1.0", "1.7", "1.123"])
+def test_the_same_major_is_read_whatever_its_minor(version: int | str) -> None:
+    body = json.dumps({"campaign_id": 3, "schema_version": version})
+    assert CampaignLaunch.model_validate_json(body).schema_version == version
+
+
+@pytest.mark.parametrize("version", [2, "2", "2.0", 0, "0.9", "1.x", "v1", 1.5, "", None])
+def test_another_major_or_a_malformed_version_is_refused(version: object) -> None:
+    body = json.dumps({"campaign_id": 3, "schema_version": version})
+    with pytest.raises(ValidationError) as refused:
+        CampaignLaunch.model_validate_json(body)
+    assert all(e["loc"][0] == "schema_version" for e in refused.value.errors())
+
+
+def test_every_model_with_a_routing_key_is_registered() -> None:
+    assert REGISTRY["contact.activity"] is ContactActivity
+    assert set(json_schemas()) == set(REGISTRY)
+    with pytest.raises(TypeError, match="already"):
+
+        class Again(Event):
+            routing_key: ClassVar[str] = "campaign.launch"
 
 
 def test_a_batch_carries_many_recipients_never_zero() -> None:
@@ -31,3 +94,12 @@ def test_retry_tiers_run_out() -> None:
     # the delivery limit is a policy (broker_policy), never an argument that cannot change
     assert queue.arguments is not None and "x-delivery-limit" not in queue.arguments
     assert queue.arguments["x-dead-letter-routing-key"] == queue.name
+
+
+def test_a_nul_is_refused_in_a_field_not_in_a_field_ignored() -> None:
+    with pytest.raises(ValidationError, match="type holds a NUL character"):
+        ContactEvent.model_validate_json(b'{"contact_id": 1, "type": "a\\u0000b", "event_id": "e"}')
+    event = ContactEvent.model_validate_json(
+        b'{"contact_id": 1, "type": "t", "event_id": "e", "crm_note": "a\\u0000b"}'
+    )
+    assert unknown_fields(event) == ["crm_note"]

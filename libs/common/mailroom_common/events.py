@@ -1,27 +1,30 @@
 """Versioned event and command models: every message on the broker is one of these.
 
-A consumer refuses (dead-letters) a message whose `schema_version` it does not know.
-Routing keys double as event names.
+Routing keys double as event names. Every model with a `routing_key` is in `REGISTRY` (it
+registers itself when its class is defined), with what the AsyncAPI document says of it:
+its exchange, who publishes it and who listens (`mailroom asyncapi`).
 
 What PostgreSQL could not take is refused here, by the model, not by a failing query that
 is retried: ids are positive int64 (`Id`), and no string anywhere in a message (keys of
 free-form data included) holds a NUL character.
 
-Unknown fields: events (the events exchange: contact.subscribed, contact.event,
-delivery.results, settings.changed, ...) tolerate fields they do not know, so a newer
-publisher does not break an older consumer. So do campaign.create and campaign.update,
-the CRM's commands with many fields (a field they do not know is not stored, and the
-create is checked whole). The other commands and internal work messages refuse them: a
-misspelt field of a command (`sendAt` for `send_at`) must not be dropped in silence and
-launch a campaign now.
+How a message may evolve (docs/events.md, "Schema versions"):
+- `schema_version` is `MAJOR` or `"MAJOR.MINOR"` (1 is 1.0). A newer minor only adds
+  optional fields: it is read, its unknown fields ignored. A newer major is refused
+  (dead-lettered with a reason naming schema_version): its meaning changed.
+- Unknown fields are accepted and ignored (`unknown_fields` lists them, `intake` logs each
+  set once), at every level of a message, so a newer publisher never breaks an older
+  consumer. Only a field that is another spelling of a known one (`sendAt` for `send_at`)
+  is refused: dropped in silence, it would launch a campaign now instead of later.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mailroom_common.rendering.limits import MAX_TEMPLATE_CHARS
 
@@ -48,7 +51,7 @@ def _nul_at(value: Any, path: str) -> str | None:
     if isinstance(value, str):
         return path if "\x00" in value else None
     if isinstance(value, BaseModel):
-        value = dict(value)
+        value = {name: getattr(value, name) for name in type(value).model_fields}
     if isinstance(value, dict):
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
@@ -65,12 +68,115 @@ def _nul_at(value: Any, path: str) -> str | None:
     return None
 
 
-class Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    routing_key: ClassVar[str]
+def _spelling(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
 
-    schema_version: Literal[1] = 1
+
+class Part(BaseModel):
+    """A part of a message (or a whole one): unknown fields are kept aside, not refused."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _no_respelt_fields(self) -> Part:
+        extra = self.__pydantic_extra__
+        if extra:
+            known = {_spelling(name): name for name in type(self).model_fields}
+            for name in extra:
+                meant = known.get(_spelling(name))
+                if meant is not None:
+                    raise ValueError(f"{name} is not a field: did you mean {meant}?")
+        return self
+
+
+def unknown_fields(part: BaseModel, path: str = "") -> list[str]:
+    """The fields of `part` (and of the parts it holds) that its model does not know, as
+    paths (`results[].note`); free-form data (`dict[str, Any]`) holds none."""
+    found = [f"{path}{name}" for name in part.__pydantic_extra__ or ()]
+    for name in _part_fields(type(part)):
+        value = getattr(part, name)
+        if isinstance(value, BaseModel):
+            found += unknown_fields(value, f"{path}{name}.")
+        elif isinstance(value, list | tuple):
+            seen: set[str] = set()
+            for item in value:
+                # most lists are long and hold parts with nothing unknown: look cheaply first
+                if isinstance(item, BaseModel) and (
+                    item.__pydantic_extra__ or _part_fields(type(item))
+                ):
+                    seen.update(unknown_fields(item, f"{path}{name}[]."))
+            found += sorted(seen)
+    return found
+
+
+@functools.cache
+def _part_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` that can hold parts (models) of their own."""
+
+    def holds_part(annotation: Any) -> bool:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return True
+        return any(holds_part(arg) for arg in get_args(annotation))
+
+    return tuple(name for name, f in model.model_fields.items() if holds_part(f.annotation))
+
+
+SCHEMA_VERSION_PATTERN = r"^[1-9][0-9]{0,8}(\.[0-9]{1,9})?$"
+SchemaVersion = Annotated[
+    int | Annotated[str, Field(pattern=SCHEMA_VERSION_PATTERN)],
+    Field(
+        description=(
+            'MAJOR or "MAJOR.MINOR" (1 is 1.0). A consumer reads a newer minor (ignoring the'
+            " fields it does not know) and refuses a newer major."
+        )
+    ),
+]
+ExchangeName = Literal["commands", "events", "work"]
+
+REGISTRY: dict[str, type[Event]] = {}
+"""Every message model by routing key: what the AsyncAPI document is made from."""
+
+
+class Event(Part):
+    routing_key: ClassVar[str]
+    # the major version this code reads and writes; a newer minor is read all the same
+    schema_major: ClassVar[int] = 1
+    # for the AsyncAPI document: where it is published, by whom, and who else listens
+    exchange: ClassVar[ExchangeName] = "events"
+    publishers: ClassVar[tuple[str, ...]] = ()
+    listeners: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    schema_version: SchemaVersion = 1
     occurred_at: datetime = Field(default_factory=_now)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        routing_key = cls.__dict__.get("routing_key")
+        if isinstance(routing_key, str):
+            known = REGISTRY.get(routing_key)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise TypeError(f"{routing_key} is already {known.__qualname__}'s")
+            REGISTRY[routing_key] = cls
+
+    @field_validator("schema_version")
+    @classmethod
+    def _readable_version(cls, value: int | str) -> int | str:
+        major = int(str(value).split(".")[0])
+        if major > cls.schema_major:
+            raise ValueError(
+                f"major version {major} is newer than this consumer reads"
+                f" ({cls.schema_major}.x): a newer major changes the meaning of the message;"
+                " upgrade Mailroom, or publish version"
+                f" {cls.schema_major}"
+            )
+        if major < cls.schema_major:
+            raise ValueError(
+                f"major version {major} is no longer read (this consumer reads"
+                f" {cls.schema_major}.x)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _no_nul_characters(self) -> Event:
@@ -81,32 +187,44 @@ class Event(BaseModel):
 
 
 class InboundEvent(Event):
-    """An event (events exchange): fields it does not know are ignored."""
+    """An event of the events exchange (every message now tolerates unknown fields)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+
+class Command(Event):
+    """A command: the commands exchange (a marketer, the CRM, the CLI)."""
+
+    exchange: ClassVar[ExchangeName] = "commands"
 
 
 # --- commands (commands exchange) ---------------------------------------------------------
 
 
-class CampaignLaunch(Event):
+class CampaignLaunch(Command):
     routing_key: ClassVar[str] = "campaign.launch"
+    publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
+    summary: ClassVar[str] = "Launch a draft campaign, now or at send_at."
     campaign_id: Id
     send_at: datetime | None = Field(default=None, description="Send later; None means now.")
 
 
-class CampaignPause(Event):
+class CampaignPause(Command):
     routing_key: ClassVar[str] = "campaign.pause"
+    publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
+    summary: ClassVar[str] = "Stop generating and sending; resume continues."
     campaign_id: Id
 
 
-class CampaignResume(Event):
+class CampaignResume(Command):
     routing_key: ClassVar[str] = "campaign.resume"
+    publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
+    summary: ClassVar[str] = "Continue a paused campaign."
     campaign_id: Id
 
 
-class CampaignCancel(Event):
+class CampaignCancel(Command):
     routing_key: ClassVar[str] = "campaign.cancel"
+    publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
+    summary: ClassVar[str] = "Skip every item not yet sending."
     campaign_id: Id
 
 
@@ -125,12 +243,19 @@ CorrelationId = Annotated[
 ListName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
-class CampaignCreate(InboundEvent):
+class CampaignCreate(Command):
     """Create a draft campaign, checked as `mailroom campaign create` checks it (templates
     compiled with the marketing footers and trial-rendered, every list known, From a plain
     address). Answered by campaign.created, or dead-lettered with the field named."""
 
     routing_key: ClassVar[str] = "campaign.create"
+    publishers: ClassVar[tuple[str, ...]] = ("crm",)
+    summary: ClassVar[str] = (
+        "Create a draft campaign (checked as `mailroom campaign create` checks it). Answered by"
+        " campaign.created; refused into the dead-letter queue with the field named in"
+        " x-mailroom-error. The same idempotency_key with the same content answers with the"
+        " same campaign; with other content it is refused."
+    )
     correlation_id: CorrelationId | None = None
     idempotency_key: str | None = Field(
         default=None,
@@ -158,12 +283,17 @@ class CampaignCreate(InboundEvent):
     )
 
 
-class CampaignUpdate(InboundEvent):
+class CampaignUpdate(Command):
     """Change a draft campaign: the fields given replace the stored ones (the lists, when
     `lists` or `list_ids` is given, are replaced whole), and the result is checked as a
     create is. Answered by campaign.updated, or dead-lettered with the field named."""
 
     routing_key: ClassVar[str] = "campaign.update"
+    publishers: ClassVar[tuple[str, ...]] = ("crm",)
+    summary: ClassVar[str] = (
+        "Change a draft campaign, checked as a create. Answered by campaign.updated; a campaign"
+        " that is not a draft, or unknown, is refused into the dead-letter queue."
+    )
     campaign_id: Id
     correlation_id: CorrelationId | None = None
     name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
@@ -201,14 +331,15 @@ CAMPAIGN_COMMANDS: dict[str, type[Event]] = {
 
 class ItemsPage(Event):
     routing_key: ClassVar[str] = "items.page"
+    exchange: ClassVar[ExchangeName] = "work"
+    publishers: ClassVar[tuple[str, ...]] = ("item_generator",)
+    summary: ClassVar[str] = "A page of campaign item ids to render."
     campaign_id: Id
     page_id: Id
     item_ids: list[Id] = Field(min_length=1)
 
 
-class OutboundEmail(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class OutboundEmail(Part):
     item_id: Id
     recipient: str
     envelope_from: str = Field(description="The VERP return path.")
@@ -218,6 +349,18 @@ class OutboundEmail(BaseModel):
 
 class OutboundBatch(Event):
     routing_key: ClassVar[str] = "outbound.batch"
+    exchange: ClassVar[ExchangeName] = "work"
+    publishers: ClassVar[tuple[str, ...]] = (
+        "message_processor",
+        "autoresponder",
+        "outbound_sender",
+    )
+    summary: ClassVar[str] = (
+        "Rendered emails, up to MAILROOM_BATCH_SIZE per message. Autoresponder batches "
+        "(kind autoresponder) use routing key outbound.priority: the sender's priority "
+        "lane; temporary failures come back from the retry tiers (the sender publishes "
+        "them there)."
+    )
     kind: ItemKind = "campaign"
     campaign_id: Id | None = None
     emails: list[OutboundEmail] = Field(min_length=1)
@@ -226,9 +369,7 @@ class OutboundBatch(Event):
 # --- events (events exchange) -------------------------------------------------------------
 
 
-class DeliveryResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class DeliveryResult(Part):
     item_id: Id
     status: Literal["sent", "retry", "failed", "suppressed", "skipped"]
     smtp_code: int | None = None
@@ -237,6 +378,8 @@ class DeliveryResult(BaseModel):
 
 class DeliveryResults(InboundEvent):
     routing_key: ClassVar[str] = "delivery.results"
+    publishers: ClassVar[tuple[str, ...]] = ("outbound_sender", "message_processor")
+    summary: ClassVar[str] = "What happened to each email of a batch."
     kind: ItemKind = "campaign"
     campaign_id: Id | None = None
     results: list[DeliveryResult]
@@ -247,6 +390,9 @@ class CampaignCreated(Event):
     same idempotency key or the same broker message)."""
 
     routing_key: ClassVar[str] = "campaign.created"
+    publishers: ClassVar[tuple[str, ...]] = ("item_generator",)
+    listeners: ClassVar[str] = "the CRM"
+    summary: ClassVar[str] = "The answer to campaign.create: the campaign id and correlation_id."
     campaign_id: Id
     correlation_id: str | None = Field(description="The correlation_id of the request.")
     idempotency_key: str | None = None
@@ -259,6 +405,9 @@ class CampaignUpdated(Event):
     """The answer to campaign.update: the draft campaign was changed."""
 
     routing_key: ClassVar[str] = "campaign.updated"
+    publishers: ClassVar[tuple[str, ...]] = ("item_generator",)
+    listeners: ClassVar[str] = "the CRM"
+    summary: ClassVar[str] = "The answer to campaign.update: the fields that changed."
     campaign_id: Id
     correlation_id: str | None = Field(description="The correlation_id of the request.")
     changed: list[str] = Field(description="The fields whose stored value changed.")
@@ -266,6 +415,8 @@ class CampaignUpdated(Event):
 
 class CampaignGenerated(InboundEvent):
     routing_key: ClassVar[str] = "campaign.generated"
+    publishers: ClassVar[tuple[str, ...]] = ("item_generator",)
+    summary: ClassVar[str] = "Every item of a campaign exists."
     campaign_id: Id
     item_count: Count
 
@@ -274,6 +425,14 @@ class CampaignCompleted(Event):
     """A campaign ended: completed (no item left open), failed (reason) or cancelled."""
 
     routing_key: ClassVar[str] = "campaign.completed"
+    publishers: ClassVar[tuple[str, ...]] = ("completion", "item_generator", "message_processor")
+    listeners: ClassVar[str] = "anyone (the CRM)"
+    summary: ClassVar[str] = (
+        "A campaign ended, with its final status (completed, failed, cancelled), its "
+        "counts by item status and, for a failed one, the reason. Published by "
+        "completion, by item_generator for a cancel, by message_processor for a broken "
+        "template."
+    )
     campaign_id: Id
     status: Literal["completed", "failed", "cancelled"]
     counts: dict[str, int]
@@ -282,12 +441,21 @@ class CampaignCompleted(Event):
 
 class CampaignPaused(Event):
     routing_key: ClassVar[str] = "campaign.paused"
+    publishers: ClassVar[tuple[str, ...]] = ("item_generator", "completion")
+    listeners: ClassVar[str] = "anyone (the CRM)"
+    summary: ClassVar[str] = (
+        "A campaign was paused, and why (a person, or the circuit breaker): its work "
+        "waits in the database until it resumes."
+    )
     campaign_id: Id
     reason: str
 
 
 class CampaignResumed(Event):
     routing_key: ClassVar[str] = "campaign.resumed"
+    publishers: ClassVar[tuple[str, ...]] = ("item_generator",)
+    listeners: ClassVar[str] = "anyone (the CRM)"
+    summary: ClassVar[str] = "A paused campaign went back to the status it was paused from."
     campaign_id: Id
     status: Literal["scheduled", "generating", "sending"] = Field(
         description="The status it went back to: the one it was paused from."
@@ -296,6 +464,8 @@ class CampaignResumed(Event):
 
 class SettingsChanged(InboundEvent):
     routing_key: ClassVar[str] = "settings.changed"
+    publishers: ClassVar[tuple[str, ...]] = ("config",)
+    summary: ClassVar[str] = "An administrator changed a settings group."
     group: Literal["smtp", "marketing", "bounce"]
     version: Count
     changed_keys: list[str]
@@ -305,6 +475,13 @@ class JobRun(InboundEvent):
     """An operator asks a job to run now (`mailroom jobs run`): every replica of it hears."""
 
     routing_key: ClassVar[str] = "job.run"
+    publishers: ClassVar[tuple[str, ...]] = ("config", "cli")
+    summary: ClassVar[str] = (
+        "Run a job now: every replica of it wakes its periodic work (the generator's poll"
+        " and page republishing, the completion sweep, the autoresponder scheduler, the "
+        "bounce mailbox poll). Jobs whose work only arrives as messages have nothing to "
+        "run."
+    )
     job: str = Field(
         min_length=1, max_length=200, description='The job, e.g. "mark-campaigns-completed".'
     )
@@ -312,6 +489,11 @@ class JobRun(InboundEvent):
 
 class ContactUnsubscribed(Event):
     routing_key: ClassVar[str] = "contact.unsubscribed"
+    publishers: ClassVar[tuple[str, ...]] = ("subscriptions",)
+    listeners: ClassVar[str] = "anyone (the CRM)"
+    summary: ClassVar[str] = (
+        "A contact unsubscribed from lists (or from everything: then also suppressed)."
+    )
     contact_id: Id
     email: str
     list_ids: list[Id] = Field(description="The lists whose membership became unsubscribed.")
@@ -321,6 +503,16 @@ class ContactUnsubscribed(Event):
 
 class BounceDetected(Event):
     routing_key: ClassVar[str] = "bounce.detected"
+    publishers: ClassVar[tuple[str, ...]] = ("bounce_processor", "outbound_sender")
+    listeners: ClassVar[str] = "anyone (the CRM)"
+    summary: ClassVar[str] = (
+        "A bounce or complaint proven (signed VERP address or Message-ID; for a provider "
+        "webhook's event without a Message-ID, the recent send to its recipient) to be "
+        "about one of our emails was recorded, from the bounce mailbox or a provider "
+        "webhook; suppressed says whether the address will get nothing more. Unproven "
+        "bounces are recorded but announce nothing. The outbound sender announces an "
+        "address refused for good at send time (550 5.1.1 at RCPT or DATA)."
+    )
     item_id: Id | None = Field(description="The campaign item it was matched to, if any.")
     autoresponder_item_id: Id | None = Field(
         default=None, description="The autoresponder item it was matched to, if any."
@@ -337,6 +529,10 @@ class BounceDetected(Event):
 
 class ContactSubscribed(InboundEvent):
     routing_key: ClassVar[str] = "contact.subscribed"
+    publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
+    summary: ClassVar[str] = (
+        "A contact subscribed to a list: autoresponders of that list fire once per event_id."
+    )
     contact_id: Id
     list_id: Id
     event_id: str = Field(
@@ -349,9 +545,7 @@ class ContactSubscribed(InboundEvent):
 MAX_SUBSCRIPTIONS = 10_000  # in one contacts.subscribed event
 
 
-class Subscription(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
+class Subscription(Part):
     contact_id: Id
     event_id: str = Field(
         min_length=1,
@@ -364,12 +558,21 @@ class ContactsSubscribed(InboundEvent):
     """Many contact.subscribed at once (a CSV import): the same effect, one message."""
 
     routing_key: ClassVar[str] = "contacts.subscribed"
+    publishers: ClassVar[tuple[str, ...]] = ("cli",)
+    summary: ClassVar[str] = (
+        "Contacts subscribed to a list, up to 10,000 in one message (an import announces "
+        "its new memberships in batches): the same as one contact.subscribed for each."
+    )
     list_id: Id
     subscriptions: list[Subscription] = Field(min_length=1, max_length=MAX_SUBSCRIPTIONS)
 
 
 class ContactEvent(InboundEvent):
     routing_key: ClassVar[str] = "contact.event"
+    publishers: ClassVar[tuple[str, ...]] = ("crm",)
+    summary: ClassVar[str] = (
+        "Something a contact did (type): autoresponders of that type fire once per event_id."
+    )
     contact_id: Id
     type: str = Field(min_length=1, max_length=200, description='What happened, e.g. "signup".')
     event_id: str = Field(
@@ -378,6 +581,61 @@ class ContactEvent(InboundEvent):
         description="Unique id of this event; the same id again sends nothing more.",
     )
     data: dict[str, Any] = Field(default_factory=dict, description="Kept with the item.")
+
+
+# --- activity for the CRM's timeline (events exchange, nobody in Mailroom listens) ------
+
+ActivityKind = Literal[
+    "sent", "failed", "bounced", "complained", "unsubscribed", "preferences_changed"
+]
+MAX_ACTIVITIES = 10_000  # in one contact.activity event (a batch of MAILROOM_BATCH_SIZE)
+
+
+class Activity(Part):
+    """One thing that happened to one contact."""
+
+    kind: ActivityKind
+    contact_id: Id = Field(description="Mailroom's id of the contact.")
+    crm_contact_id: str | None = Field(
+        description="The CRM's own id of the contact; null for a contact that came by CSV."
+    )
+    email: str = Field(description="The address the message went to, or that left the lists.")
+    at: datetime = Field(description="When it happened (sent: when the relay took it).")
+    bounce_kind: Literal["hard", "soft"] | None = Field(
+        default=None, description="For bounced: hard (the address is suppressed) or soft."
+    )
+    campaign_id: Id | None = None
+    autoresponder_id: Id | None = None
+    item_id: Id | None = Field(
+        default=None, description="The campaign item or autoresponder item, if any."
+    )
+    list_ids: list[Id] = Field(
+        default_factory=list,
+        description="unsubscribed, preferences_changed: the lists the contact left.",
+    )
+    joined_list_ids: list[Id] = Field(
+        default_factory=list, description="preferences_changed: the lists it joined again."
+    )
+    detail: str | None = Field(
+        default=None, description="failed: the SMTP reply; bounced: the RFC 3463 status."
+    )
+
+
+class ContactActivity(Event):
+    """Per-contact activity for the CRM's timeline, many contacts in one message."""
+
+    routing_key: ClassVar[str] = "contact.activity"
+    publishers: ClassVar[tuple[str, ...]] = ("completion", "bounce_processor", "subscriptions")
+    listeners: ClassVar[str] = (
+        "the CRM, on a queue of its own bound to contact.activity (Mailroom declares none)"
+    )
+    summary: ClassVar[str] = (
+        "What happened to each contact, batched: one message per delivery.results batch"
+        " (sent, failed, a hard bounce at send time), per bounce message or webhook call"
+        " (bounced, complained) and per unsubscribe or preferences change. Off with"
+        " MAILROOM_ACTIVITY_EVENTS=false."
+    )
+    activities: list[Activity] = Field(min_length=1, max_length=MAX_ACTIVITIES)
 
 
 AUTORESPONDER_TRIGGERS: dict[str, type[Event]] = {
@@ -391,23 +649,4 @@ def event_json(event: Event) -> bytes:
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema of every message, by routing key (for the AsyncAPI document)."""
-    models: list[type[Event]] = [
-        *CAMPAIGN_COMMANDS.values(),
-        ItemsPage,
-        OutboundBatch,
-        DeliveryResults,
-        CampaignCreated,
-        CampaignUpdated,
-        CampaignGenerated,
-        CampaignCompleted,
-        CampaignPaused,
-        CampaignResumed,
-        SettingsChanged,
-        JobRun,
-        ContactUnsubscribed,
-        BounceDetected,
-        ContactSubscribed,
-        ContactsSubscribed,
-        ContactEvent,
-    ]
-    return {m.routing_key: m.model_json_schema() for m in models}
+    return {key: model.model_json_schema() for key, model in sorted(REGISTRY.items())}

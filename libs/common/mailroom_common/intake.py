@@ -13,6 +13,9 @@ Every subscriber gets the raw bytes (`broker.raw_body` is the decoder of every b
 - Any other error (database down, broker hiccup): the message is requeued after a pause;
   once it has been delivered `delivery_limit` times the handler's `give_up` runs (e.g. fail
   the items it carried, so no campaign waits for ever) and it is dead-lettered with the error.
+- Fields a message's model does not know are ignored (a newer publisher's), and each set of
+  them is logged once per process (`_log_unknown_fields`); a newer major `schema_version`
+  is refused like any invalid message (events.py).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
 from mailroom_common.broker import raw_body
-from mailroom_common.events import Event
+from mailroom_common.events import Event, unknown_fields
 from mailroom_common.jobs import job_of_queue
 from mailroom_common.logs import add_log_fields, log_context
 from mailroom_common.metrics import DEAD_LETTERS, MESSAGES_HANDLED, QUEUE_MESSAGE_AGE_SECONDS
@@ -62,6 +65,13 @@ PERMANENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.DataError,  # class 22: out of range, NUL, bad text representation, ...
     asyncpg.ProgramLimitExceededError,  # class 54: e.g. a value too big for an index
 )
+
+
+# (routing key, unknown fields) already logged by this process; bounded, as every message
+# could bring a new set
+_UNKNOWN_LOGGED: set[tuple[str, tuple[str, ...], str]] = set()
+MAX_UNKNOWN_LOGGED = 1000
+MAX_UNKNOWN_SHOWN = 20
 
 
 class Rejected(Exception):
@@ -284,11 +294,39 @@ def parse(message: RabbitMessage, models: Mapping[str, type[E]] | type[E]) -> E:
     if problem is not None:
         raise Rejected(f"invalid {model.routing_key} message: {problem}")
     try:
-        return model.model_validate_json(message.body)
+        event = model.model_validate_json(message.body)
     except ValidationError as error:
         raise Rejected(
             f"invalid {model.routing_key} message: {_why_not(message.body, error)}"
         ) from error
+    _log_unknown_fields(event)
+    return event
+
+
+def _log_unknown_fields(event: Event) -> None:
+    """Fields this version does not know are ignored; each set is logged once a process."""
+    fields = unknown_fields(event)
+    if not fields:
+        return
+    # a message may name thousands of fields, each of any length: remember and log a few
+    shown = tuple(_printable(f) for f in fields[:MAX_UNKNOWN_SHOWN])
+    key = (event.routing_key, shown, str(len(fields)))
+    if key in _UNKNOWN_LOGGED or len(_UNKNOWN_LOGGED) >= MAX_UNKNOWN_LOGGED:
+        return
+    _UNKNOWN_LOGGED.add(key)
+    more = len(fields) - len(shown)
+    log.warning(
+        "%s (schema_version %s) has fields this version does not know, ignored: %s%s"
+        " (logged once per process for this set of fields)",
+        event.routing_key,
+        _printable(str(event.schema_version)),
+        ", ".join(shown),
+        f" and {more} more" if more else "",
+    )
+
+
+def _printable(name: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in name[:100])
 
 
 def _problem(message: RabbitMessage) -> str | None:

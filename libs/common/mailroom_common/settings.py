@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     items_page_size: int = Field(
         default=1000, ge=1, le=100_000, description="Campaign items created per page."
     )
+    activity_events: bool = Field(
+        default=True,
+        description=(
+            "Publish contact.activity (per-contact activity for the CRM's timeline, batched)."
+            " Off: nothing is looked up or published for it."
+        ),
+    )
     delivery_limit: int = Field(
         default=5,
         ge=1,

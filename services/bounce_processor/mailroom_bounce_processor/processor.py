@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from aioimaplib import aioimaplib
 from aioimaplib.aioimaplib import Response
+from mailroom_common import activity
 from mailroom_common.events import SettingsChanged
 from mailroom_common.imap import MailboxError, OpenMailbox, describe_failure, logout, open_mailbox
 from mailroom_common.jobs import PROCESS_BOUNCE_EMAIL
@@ -304,5 +306,9 @@ class BounceProcessor:
                 analysis.digest[:16],
                 analysis.unreadable,
             )
-        await announce_bounces(self.runtime.announce, outcome.events)
+        await announce_bounces(
+            self.runtime.announce,
+            outcome.events,
+            functools.partial(activity.publish_bounces, self.runtime),
+        )
         return outcome

@@ -42,10 +42,13 @@ BOUNCEABLE = ("sent", "failed", "bounced")
 
 
 async def announce_bounces(
-    announce: Callable[[BounceDetected], Awaitable[None]], events: Sequence[BounceDetected]
+    announce: Callable[[BounceDetected], Awaitable[None]],
+    events: Sequence[BounceDetected],
+    activity: Callable[[Sequence[BounceDetected]], Awaitable[None]] | None = None,
 ) -> None:
     """Count and announce recorded bounces, from the mailbox or a webhook alike: the records
-    are kept, so a broker that is away loses the news, never the bounce."""
+    are kept, so a broker that is away loses the news, never the bounce. `activity` then
+    tells the CRM's timeline, all of them in one contact.activity."""
     for event in events:
         BOUNCES.labels(event.kind, event.action or "").inc()
         try:
@@ -58,6 +61,8 @@ async def announce_bounces(
                 event.campaign_id,
                 error,
             )
+    if activity is not None and events:
+        await activity(events)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@ the providers' bounces and complaints by webhook (/webhooks on MAILROOM_HTTP_POR
 
 from __future__ import annotations
 
+import functools
 import logging
 
+from mailroom_common import activity
 from mailroom_common.events import SettingsChanged
 from mailroom_common.jobs import PROCESS_BOUNCE_EMAIL
 from mailroom_common.runtime import Runtime
@@ -20,7 +22,12 @@ def build(runtime: Runtime) -> Service:
     logging.getLogger("aioimaplib").setLevel(logging.WARNING)
     processor = BounceProcessor(runtime)
     webhook_settings = CachedSettings(runtime.settings_store)
-    webhooks = Webhooks(Recorder(runtime.pool, runtime.signer), webhook_settings, runtime.announce)
+    webhooks = Webhooks(
+        Recorder(runtime.pool, runtime.signer),
+        webhook_settings,
+        runtime.announce,
+        activity=functools.partial(activity.publish_bounces, runtime),
+    )
 
     async def forget_settings(change: SettingsChanged) -> None:
         if change.group == "bounce":

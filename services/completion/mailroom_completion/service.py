@@ -1,11 +1,13 @@
 """completion: marks campaigns completed and announces their figures; pauses campaigns whose
 bounce or complaint rate passed its limit (the circuit breaker); archives the items of
-campaigns that ended long ago."""
+campaigns that ended long ago; turns each delivery.results into one contact.activity for
+the CRM's timeline."""
 
 from __future__ import annotations
 
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
+from mailroom_common import activity
 from mailroom_common.events import CampaignGenerated, DeliveryResults, Event
 from mailroom_common.intake import subscribe
 from mailroom_common.jobs import MARK_CAMPAIGNS_COMPLETED
@@ -30,6 +32,11 @@ def build(runtime: Runtime) -> Service:
     breaker = CircuitBreaker(runtime)
 
     async def process(event: Event, _: RabbitMessage) -> None:
+        if isinstance(event, DeliveryResults) and runtime.settings.activity_events:
+            # before the completion it may cause, so a campaign's last activity comes before
+            # campaign.completed; raises when the broker is away: the message comes back
+            # (the activity is published at least once)
+            await activity.publish(runtime, await activity.delivery_activities(runtime.pool, event))
         campaign_id = getattr(event, "campaign_id", None)
         if campaign_id is not None:
             if isinstance(event, DeliveryResults):

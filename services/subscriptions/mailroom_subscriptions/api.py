@@ -20,10 +20,12 @@ chunked) and every unreadable request gets a 4xx page saying what was wrong (req
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
-from mailroom_common.events import ContactUnsubscribed
+from mailroom_common import activity
+from mailroom_common.events import Activity, ActivityKind, ContactUnsubscribed
 from mailroom_common.runtime import Runtime
 from mailroom_common.signing import InvalidToken, LinkClaims, Purpose
 from prometheus_client import Counter
@@ -144,7 +146,28 @@ def create_app(runtime: Runtime) -> FastAPI:
         lists = await store.memberships(pool, email)
         return [m.name for m in lists if list_ids is None or m.list_id in list_ids]
 
-    async def announce(change: store.Change, source: str, everything: bool) -> None:
+    async def tell_crm(change: store.Change, source: str, kind: ActivityKind) -> None:
+        """The change on the CRM's timeline (contact.activity)."""
+        if not change.preferences_changed:
+            return
+        origin = store.parse_source(source)
+        entry = Activity(
+            kind=kind,
+            contact_id=change.contact.id,
+            crm_contact_id=change.contact.crm_id,
+            email=change.contact.email,
+            at=datetime.now(UTC),
+            campaign_id=origin[1] if origin and origin[0] == "campaign" else None,
+            autoresponder_id=origin[1] if origin and origin[0] == "autoresponder" else None,
+            list_ids=change.unsubscribed,
+            joined_list_ids=change.resubscribed,
+        )
+        await activity.publish_news(runtime, [entry])
+
+    async def announce(
+        change: store.Change, source: str, everything: bool, kind: ActivityKind = "unsubscribed"
+    ) -> None:
+        await tell_crm(change, source, kind)
         if not change.anything:
             return
         event = ContactUnsubscribed(
@@ -253,7 +276,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 return refused(request)
             if change.anything:
                 UNSUBSCRIBES.labels("preferences").inc()
-            await announce(change, claims.source, False)
+            await announce(change, claims.source, False, "preferences_changed")
         log.info(
             "contact %d preferences (%s): left %s, back on %s, %d open items skipped",
             contact.id,

@@ -46,6 +46,7 @@ RETURNING i.id
 class Contact:
     id: int
     email: str
+    crm_id: str | None = None  # the CRM's own id (contact.activity), null for CSV contacts
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class Change:
     def anything(self) -> bool:
         return bool(self.unsubscribed or self.suppressed)
 
+    @property
+    def preferences_changed(self) -> bool:
+        return bool(self.anything or self.resubscribed or self.unsuppressed)
+
 
 def parse_source(source: str) -> tuple[str, int] | None:
     """("campaign", id) for "c<id>", ("autoresponder", id) for "a<id>", else None."""
@@ -80,8 +85,8 @@ def parse_source(source: str) -> tuple[str, int] | None:
 
 
 async def find_contact(pool: Pool, contact_id: int) -> Contact | None:
-    row = await pool.fetchrow("SELECT id, email FROM contacts WHERE id = $1", contact_id)
-    return None if row is None else Contact(row["id"], row["email"])
+    row = await pool.fetchrow("SELECT id, email, crm_id FROM contacts WHERE id = $1", contact_id)
+    return None if row is None else Contact(row["id"], row["email"], row["crm_id"])
 
 
 SAME_ADDRESS = "SELECT id FROM contacts WHERE lower(email) = lower($1)"
@@ -117,7 +122,7 @@ async def source_lists(pool: Pool, source: str) -> list[int] | None:
 
 
 async def _lock_contact(conn: PoolConnectionProxy, contact_id: int) -> Contact | None:
-    row = await conn.fetchrow("SELECT id, email FROM contacts WHERE id = $1", contact_id)
+    row = await conn.fetchrow("SELECT id, email, crm_id FROM contacts WHERE id = $1", contact_id)
     if row is None:
         return None
     # every contact of the address, in id order (two requests never deadlock)
@@ -125,7 +130,7 @@ async def _lock_contact(conn: PoolConnectionProxy, contact_id: int) -> Contact |
         f"SELECT 1 FROM contacts WHERE id IN ({SAME_ADDRESS}) ORDER BY id FOR UPDATE",
         row["email"],
     )
-    return Contact(row["id"], row["email"])
+    return Contact(row["id"], row["email"], row["crm_id"])
 
 
 async def _skip_items(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from mailroom_common.events import BounceDetected
@@ -44,6 +44,8 @@ SNS_TYPES = ("text/plain", "application/json")  # SNS posts its JSON as text/pla
 NO_STORE = {"Cache-Control": "no-store"}
 
 Announce = Callable[[BounceDetected], Awaitable[None]]
+# tells the CRM's timeline of the bounces of one call (contact.activity)
+Activity = Callable[[Sequence[BounceDetected]], Awaitable[None]]
 
 
 class CachedSettings:
@@ -73,10 +75,12 @@ class Webhooks:
         announce: Announce,
         fetch: Fetch = https_get,
         clock: Callable[[], float] = time.time,
+        activity: Activity | None = None,
     ) -> None:
         self.recorder = recorder
         self.settings = settings
         self.announce = announce
+        self.activity = activity
         self.clock = clock
         self.sns = SnsVerifier(fetch, clock)
 
@@ -156,7 +160,7 @@ class Webhooks:
         outcome = await self.recorder.record_provider(events, mailbox, size, nonce)
         if outcome.replayed:
             raise Refused(403, "replayed", "this call's token was used before: a replay")
-        await announce_bounces(self.announce, outcome.events)
+        await announce_bounces(self.announce, outcome.events, self.activity)
         return {
             "recorded": outcome.recorded,
             "duplicates": outcome.duplicates,
