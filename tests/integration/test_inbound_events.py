@@ -49,8 +49,8 @@ CASES: dict[str, tuple[Body, str, Any]] = {
             "html_template": "<p>Hi {{ contact.first_name }}</p>",
             "list_ids": [w.list_id],
         },
-        "list_ids.0",
-        "welcome",
+        "subject",
+        {"not": "a subject"},
     ),
     "campaign.update": (
         lambda w: {"campaign_id": w.draft_id, "name": "Renamed by the CRM"},

@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 from mailroom_common.campaign_drafts import CampaignProblem, NewCampaign
-from mailroom_common.events import CAMPAIGN_COMMANDS, CampaignCreate, CampaignUpdate
+from mailroom_common.events import (
+    CAMPAIGN_COMMANDS,
+    CampaignCreate,
+    CampaignUpdate,
+    unknown_fields,
+)
 from mailroom_common.intake import describe_validation_error
 from pydantic import ValidationError
 
@@ -30,7 +35,7 @@ def test_both_commands_go_to_the_item_generator_and_take_unknown_fields() -> Non
     assert CAMPAIGN_COMMANDS["campaign.create"] is CampaignCreate
     assert CAMPAIGN_COMMANDS["campaign.update"] is CampaignUpdate
     create = CampaignCreate.model_validate_json(json.dumps({**CREATE, "crm_owner": "ann"}))
-    assert create.name == "Spring" and not hasattr(create, "crm_owner")
+    assert create.name == "Spring" and unknown_fields(create) == ["crm_owner"]
     update = CampaignUpdate.model_validate_json(b'{"campaign_id": 4, "later": true}')
     assert update.campaign_id == 4 and update.subject is None
 
