@@ -46,13 +46,12 @@ def wire_size(message: bytes) -> int:
 
 @dataclass(frozen=True)
 class Reply:
-    """The reply that ended the transaction: the DATA reply when accepted, else the
-    refusal (`stage` says of which command)."""
+    """The reply that ended the transaction: the reply to the message when accepted, else
+    the refusal (of MAIL, RCPT or DATA)."""
 
     code: int
     message: str
     accepted: bool
-    stage: str = "data"
 
 
 async def ensure_greeted(client: aiosmtplib.SMTP) -> None:
@@ -78,12 +77,12 @@ async def send_message(
         options = []
     reply = await client.execute_command(b"MAIL", b"FROM:" + mail_from, *options)
     if reply.code != MAIL_OK:
-        return Reply(reply.code, reply.message, False, "mail")
+        return Reply(reply.code, reply.message, False)
     reply = await client.execute_command(b"RCPT", b"TO:" + rcpt_to)
     if reply.code not in RCPT_OK:
-        return Reply(reply.code, reply.message, False, "rcpt")
+        return Reply(reply.code, reply.message, False)
     try:
         reply = await client.data(message)
     except aiosmtplib.SMTPDataError as refused:
-        return Reply(refused.code, refused.message, False, "data")
+        return Reply(refused.code, refused.message, False)
     return Reply(reply.code, reply.message, True)
