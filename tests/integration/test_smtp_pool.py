@@ -173,3 +173,32 @@ async def test_throttling_replies_are_told_apart(faulty_smtp: FaultySmtpServer) 
         5: ("retry", True),
     }
     assert not any(o.account_problem for o in outcomes + busy)
+
+
+async def test_the_message_arrives_as_rendered_with_its_envelope(
+    faulty_smtp: FaultySmtpServer,
+) -> None:
+    # the lean transaction (smtp_transaction.py): MAIL FROM and RCPT TO as given, the body
+    # dot-stuffed on the way and whole on arrival, a refused recipient leaving the next
+    # transaction on the same connection clean
+    faulty_smtp.faults.rcpt_replies["gone@example.test"] = "550 5.1.1 No such user"
+    body = "Hello\r\n.starts with a dot\r\n..two dots\r\n.\r\nend\r\n"
+    email = outbound_email(1, "Ann.Example+tag@example.test")
+    email = email.model_copy(update={"message": email.message.replace("Hello", body, 1)})
+    pool = pool_for(faulty_smtp.port)
+    try:
+        outcomes = await pool.send_all(
+            [outbound_email(2, "gone@example.test"), email, outbound_email(3, "b@example.test")]
+        )
+    finally:
+        await pool.close()
+
+    assert [(o.item_id, o.status) for o in outcomes] == [(2, "failed"), (1, "sent"), (3, "sent")]
+    received = faulty_smtp.handler.received
+    assert [(r.envelope_from, r.recipients) for r in received] == [
+        (email.envelope_from, ["Ann.Example+tag@example.test"]),
+        (email.envelope_from, ["b@example.test"]),
+    ]
+    assert received[0].data.replace(b"\r\n", b"\n") == email.message.encode().replace(
+        b"\r\n", b"\n"
+    )

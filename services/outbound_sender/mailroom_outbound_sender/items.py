@@ -274,6 +274,9 @@ class CampaignItems:
         return await campaign_lifecycle.park_items(conn, self.campaign_id, ids)
 
     async def record(self, conn: Connection, outcomes: list[Outcome]) -> list[SyncBounce]:
+        if not any(o.bounced for o in outcomes):  # one statement: no transaction around it
+            await conn.fetch(CAMPAIGN_RECORD, *_result_columns(outcomes), self.campaign_id)
+            return []
         async with _transaction(conn) as tx:
             rows = await tx.fetch(CAMPAIGN_RECORD, *_result_columns(outcomes), self.campaign_id)
             bounces = _sync_bounces(rows, outcomes)

@@ -53,6 +53,11 @@ class SendRate:
         self.policy = policy_of(account)
         self._seen(self.policy.ceiling)
 
+    @property
+    def unlimited(self) -> bool:
+        """No rate at all (the account's messages_per_second is 0): no token is taken."""
+        return self.policy.ceiling <= 0
+
     def _seen(self, rate: float) -> None:
         self.current = rate
         SEND_RATE_PER_SECOND.labels(GROUP).set(rate)

@@ -194,13 +194,8 @@ class OutboundSender:
                 await self._hand_back(batch, emails[start:])
                 break
             part = emails[start : start + chunk]
-            state = await self._database(
-                "checking items", items.open_items, pool, [e.item_id for e in part]
-            )
-            claim = Claim(claimed={}, matching=set(), sends=state.sends)
-            if state.sends and state.open_ids:
-                await self._database("taking rate tokens", self.send_rate.take, len(state.open_ids))
-                claim = await self._claim(items, part)
+            claim = await self._take_and_claim(items, part)
+            if claim.sends:
                 forged += self._drop_forged(
                     batch, [e for e in part if e.item_id not in claim.matching]
                 )
@@ -282,6 +277,20 @@ class OutboundSender:
         )
         FORGED_EMAILS.labels(batch.kind).inc(len(emails))
         return len(emails)
+
+    async def _take_and_claim(self, items: ItemRepository, part: list[OutboundEmail]) -> Claim:
+        """The chunk's rate tokens (one per open item, none for items sent or skipped
+        already), then its claim. Without a rate limit the claim alone: it too claims only
+        open items, and only while the campaign sends."""
+        if self.send_rate.unlimited:
+            return await self._claim(items, part)
+        state = await self._database(
+            "checking items", items.open_items, self.runtime.pool, [e.item_id for e in part]
+        )
+        if not (state.sends and state.open_ids):
+            return Claim(claimed={}, matching=set(), sends=state.sends)
+        await self._database("taking rate tokens", self.send_rate.take, len(state.open_ids))
+        return await self._claim(items, part)
 
     async def _claim(self, items: ItemRepository, part: list[OutboundEmail]) -> Claim:
         """Claim the chunk's open items whose address is their email's recipient. The

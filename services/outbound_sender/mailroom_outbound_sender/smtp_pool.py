@@ -39,6 +39,7 @@ from mailroom_common.smtp_client import smtp_client
 from mailroom_common.smtp_replies import ReplyScrubber
 from mailroom_common.smtp_status import RejectionKind, find_status, rejection_kind
 
+from mailroom_outbound_sender.smtp_transaction import ensure_greeted, send_message
 from mailroom_outbound_sender.throttling import is_throttling
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class SmtpPool:
             await client.connect()
             if account.username:
                 await client.login(account.username, account.password.get_secret_value())
+            await ensure_greeted(client)
         except BaseException:
             client.close()
             raise
@@ -228,13 +230,13 @@ class SmtpPool:
         code: int
         message: str
         try:
-            _errors, reply = await client.sendmail(
-                email.envelope_from, [email.recipient], email.message.encode("ascii")
+            reply = await send_message(
+                client, email.envelope_from, email.recipient, email.message.encode("ascii")
             )
-            return Outcome(email.item_id, "sent", OK, self.scrub(reply)), False
-        except aiosmtplib.SMTPRecipientsRefused as error:
-            code, message = error.recipients[0].code, error.recipients[0].message
-        except aiosmtplib.SMTPResponseException as error:
+            if reply.accepted:
+                return Outcome(email.item_id, "sent", OK, self.scrub(reply.message)), False
+            code, message = reply.code, reply.message
+        except aiosmtplib.SMTPResponseException as error:  # a reply we could not read
             code, message = error.code, error.message
         except aiosmtplib.SMTPServerDisconnected as error:
             self._drop(holder)
@@ -248,13 +250,13 @@ class SmtpPool:
             self._drop(holder)
             raise
         verdict = judge_reply(code)
-        reply = self.scrub(f"{code} {message}".strip())
+        scrubbed = self.scrub(f"{code} {message}".strip())
         throttled = verdict.status == "retry" and is_throttling(code, message)
         outcome = Outcome(
             email.item_id,
             verdict.status,
             code,
-            reply,
+            scrubbed,
             verdict.account_problem,
             throttled=throttled,
         )
