@@ -119,7 +119,7 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
     ),
     "contacts.subscribed": (
         "events",
-        "`mailroom contacts import`",
+        "`mailroom contacts import`, subscriptions (contact.upserted)",
         "autoresponder",
         "Contacts subscribed to a list, up to 10,000 in one message (an import announces its"
         " new memberships in batches): the same as one contact.subscribed for each.",
@@ -129,6 +129,36 @@ MESSAGES: dict[str, tuple[str, str, str, str]] = {
         "the CRM",
         "autoresponder",
         "Something a contact did (type): autoresponders of that type fire once per event_id.",
+    ),
+    "contact.upserted": (
+        "events",
+        "the CRM",
+        "subscriptions (queue <p>.subscriptions.contacts)",
+        "The CRM's contacts by crm_id, up to 1,000 in one message: created or updated with"
+        " their fields and list memberships (a list not known is created; subscribed never"
+        " resubscribes an unsubscribed membership). A contact that cannot be taken fails"
+        " alone; new memberships are announced as contacts.subscribed.",
+    ),
+    "contact.upserted.done": (
+        "events",
+        "subscriptions",
+        "the CRM",
+        "The answer to a contact.upserted (its correlation_id): counts, and each contact that"
+        " failed with the reason.",
+    ),
+    "contact.erased": (
+        "events",
+        "the CRM",
+        "subscriptions (queue <p>.subscriptions.contacts)",
+        "Erase people (GDPR article 17) by crm_id and/or address: their address and fields"
+        " leave every table; counts stay; a suppression keeps only a hash of the address.",
+    ),
+    "contact.erased.done": (
+        "events",
+        "subscriptions",
+        "the CRM",
+        "The answer to a contact.erased (its correlation_id), also when there was nothing to"
+        " erase (unknown ids, or erased already).",
     ),
 }
 

@@ -1,5 +1,5 @@
-"""The six campaign jobs (the original product's Job Manager): what each one is, and what a
-process records about the jobs it runs.
+"""The jobs (the original product's six campaign jobs, and the CRM's contacts): what each
+one is, and what a process records about the jobs it runs.
 
 A job "runs" when its periodic task runs or its consumer handles a message. Each process
 keeps the times of its runs in memory (`JobActivity`: a few assignments per run) and writes
@@ -36,6 +36,7 @@ PROCESS_OUTBOUND_EMAIL = "process-outbound-email"
 MARK_CAMPAIGNS_COMPLETED = "mark-campaigns-completed"
 PROCESS_AUTORESPONDER_MESSAGES = "process-autoresponder-messages"
 PROCESS_BOUNCE_EMAIL = "process-bounce-email"
+SYNC_CRM_CONTACTS = "sync-crm-contacts"
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,13 @@ JOBS: tuple[Job, ...] = (
         (),
         "reconnects to the bounce mailbox and reads it now",
     ),
+    Job(
+        SYNC_CRM_CONTACTS,
+        "subscriptions",
+        "Sync contacts from the CRM",
+        ("crm_contacts",),
+        None,
+    ),
 )
 JOBS_BY_NAME = {job.name: job for job in JOBS}
 
@@ -105,6 +113,11 @@ def not_runnable_reason(job: Job) -> str:
         return (
             f"{job.name} has no sweep: it renders the pages it is sent (items.page). Pages"
             f" never published are republished by `mailroom jobs run {GENERATE_CAMPAIGN_ITEMS}`"
+        )
+    if job.name == SYNC_CRM_CONTACTS:
+        return (
+            f"{job.name} has no sweep: it takes the CRM's contact.upserted and contact.erased"
+            " events as they come"
         )
     return (
         f"{job.name} has no sweep: it delivers the batches it is sent (outbound.batch);"
