@@ -42,8 +42,12 @@ from pydantic import TypeAdapter
 
 ERASED = "SELECT crm_id FROM contacts WHERE crm_id = ANY($1::text[]) AND erased_at IS NOT NULL"
 
+# the batch's crm_ids Mailroom knows, through the index (a join on crm_id of a batch with
+# contacts was planned as a hash of the whole table: 0.7 s a batch at a million contacts)
+KNOWN = "SELECT crm_id FROM contacts WHERE crm_id = ANY($1::text[])"
+
 # a crm_id Mailroom does not know takes the contact of its address that has none yet
-ADOPT = """
+ADOPT = f"""
 UPDATE contacts c SET crm_id = a.crm_id, updated_at = now()
 FROM (
     SELECT DISTINCT ON (k.id) i.crm_id, k.id
@@ -51,7 +55,7 @@ FROM (
     CROSS JOIN LATERAL (
         SELECT min(x.id) AS id FROM contacts x
         WHERE lower(x.email) = lower(i.email) AND x.crm_id IS NULL AND x.erased_at IS NULL) k
-    WHERE k.id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM contacts x WHERE x.crm_id = i.crm_id)
+    WHERE k.id IS NOT NULL AND NOT (i.crm_id = ANY(ARRAY({KNOWN})))
     ORDER BY k.id, i.crm_id
 ) a
 WHERE c.id = a.id
@@ -70,7 +74,7 @@ UPDATE contacts c SET email = i.email,
     attributes = jsonb_strip_nulls(c.attributes || i.attributes::jsonb),
     email_valid = true, updated_at = now()
 FROM {INPUT}
-WHERE c.crm_id = i.crm_id AND c.erased_at IS NULL
+WHERE c.crm_id = i.crm_id AND c.crm_id = ANY($1::text[]) AND c.erased_at IS NULL
   AND (c.email <> i.email OR c.first_name <> coalesce(i.first_name, c.first_name)
        OR c.last_name <> coalesce(i.last_name, c.last_name) OR NOT c.email_valid
        OR c.attributes <> jsonb_strip_nulls(c.attributes || i.attributes::jsonb))
@@ -81,7 +85,7 @@ INSERT INTO contacts (crm_id, email, first_name, last_name, attributes)
 SELECT i.crm_id, i.email, coalesce(i.first_name, ''), coalesce(i.last_name, ''),
     jsonb_strip_nulls(i.attributes::jsonb)
 FROM {INPUT}
-WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.crm_id = i.crm_id)
+WHERE NOT (i.crm_id = ANY(ARRAY({KNOWN})))
 ON CONFLICT (crm_id) WHERE crm_id IS NOT NULL DO NOTHING
 """
 

@@ -67,7 +67,11 @@ CAMPAIGN_ITEMS = f"""
 WITH found AS (
     SELECT i.id FROM campaigns c
     CROSS JOIN unnest($1::text[]) AS a(address)
-    JOIN campaign_items i ON i.campaign_id = c.id AND lower(i.email) = a.address
+    -- one probe of the unique index per campaign and address (OFFSET 0: never a hash of
+    -- the whole table, which the planner chose for a hundred addresses)
+    CROSS JOIN LATERAL (
+        SELECT i.id, i.contact_id FROM campaign_items i
+        WHERE i.campaign_id = c.id AND lower(i.email) = a.address OFFSET 0) i
     WHERE i.contact_id = ANY($2::bigint[]) OR a.address = ANY($3::text[]))
 UPDATE campaign_items i SET
     status = CASE WHEN i.status IN {OPEN} THEN 'skipped' ELSE i.status END,
