@@ -8,9 +8,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from mailroom_bounce_processor.matching import analyse
+from mailroom_bounce_processor.records import Recorder
 from mailroom_common.events import MAX_UPSERTED_CONTACTS
+from mailroom_common.runtime_settings import BounceMailbox
+from mailroom_common.signing import Signer
 
 from tests.support.autoresponders import make_autoresponder, make_contact, make_list
+from tests.support.bounce_messages import dsn
 from tests.support.crm import Crm, columns_holding, crm
 from tests.support.environment import Installation, wait_for
 from tests.support.scenario import pool_of
@@ -160,6 +165,17 @@ async def test_erasure_removes_the_person_and_is_idempotent(installation: Instal
             " VALUES ('gone.person@example.com', 'hard_bounce',"
             " '550 <Gone.Person@Example.com> unknown')"
         )
+        # an email was sent to them
+        campaign = await pool.fetchval(
+            "INSERT INTO campaigns (name, subject, from_email, html_template)"
+            " VALUES ('c', 's', 'news@example.com', 'h') RETURNING id"
+        )
+        item = await pool.fetchval(
+            "INSERT INTO campaign_items (campaign_id, contact_id, email, status, smtp_reply)"
+            " SELECT $1, id, email, 'sent', '250 ok <' || email || '>' FROM contacts"
+            " WHERE crm_id = 'gone' RETURNING id",
+            campaign,
+        )
         await client.publish(
             "contact.erased", {"correlation_id": "e1", "crm_ids": ["gone", "never-known"]}
         )
@@ -167,6 +183,18 @@ async def test_erasure_removes_the_person_and_is_idempotent(installation: Instal
         assert done["unknown_crm_ids"] == ["never-known"]
         assert (done["contacts"], done["suppressions_hashed"]) == (1, 1)
         assert await columns_holding(pool, ["gone.person@example.com", "Zebulon", "Quaxley"]) == {}
+        status = await pool.fetchval("SELECT status FROM campaign_items WHERE id = $1", item)
+        assert status == "sent"  # the counts stay
+
+        # a bounce of that email comes late: signed, about an erased person: nothing is kept
+        signer = Signer(installation.settings.signing_key.get_secret_value().encode())
+        verp = signer.verp_address(str(item), installation.settings.bounce_domain)
+        late_bounce = dsn(verp, "Gone.Person@Example.com")
+        outcome = await Recorder(pool, signer).record(
+            late_bounce, analyse(late_bounce), BounceMailbox()
+        )
+        assert outcome.events == ()
+        assert await columns_holding(pool, ["gone.person@example.com"]) == {}
         assert await columns_holding(pool, ["kept@example.com"]) == {"contacts.email": 1}
         assert await pool.fetchval(
             "SELECT email = mailroom_address_hash('GONE.person@example.com') FROM suppressions"
