@@ -16,6 +16,7 @@ from mailroom_common.signing import Signer
 
 from tests.support.autoresponders import make_autoresponder, make_contact, make_list
 from tests.support.bounce_messages import dsn
+from tests.support.cli import run_mailroom
 from tests.support.crm import Crm, columns_holding, crm
 from tests.support.environment import Installation, wait_for
 from tests.support.scenario import pool_of
@@ -114,6 +115,26 @@ async def test_upsert_creates_updates_and_never_resubscribes(installation: Insta
         )
         assert (back["subscribed"], back["kept_unsubscribed"]) == (0, 1)
         assert await membership(pool, "c1", "vip") == "unsubscribed"
+
+    # a batch's announcement that never followed its commit (dead-lettered after it): the
+    # job's sweep announces it (`mailroom jobs run` wakes it)
+    await pool.execute(
+        "INSERT INTO contact_announcements (batch, list_id, contact_id, event_id, created_at)"
+        " SELECT 'lost', m.list_id, m.contact_id, 'left-over', now() - interval '2 minutes'"
+        " FROM list_memberships m JOIN contacts c ON c.id = m.contact_id"
+        " JOIN lists l ON l.id = m.list_id WHERE c.crm_id = 'c2' AND l.name = 'news'"
+    )
+    ran = await run_mailroom(installation.env, "jobs", "run", "sync-crm-contacts")
+    assert ran.returncode == 0, ran.stderr
+
+    async def announced() -> bool:
+        left = await pool.fetchval("SELECT count(*) FROM contact_announcements")
+        made = await pool.fetchval(
+            "SELECT count(*) FROM autoresponder_items WHERE event_id = 'left-over'"
+        )
+        return bool(left == 0 and made == 1)
+
+    await wait_for(announced, 30, "the left-over announcement")
 
 
 async def test_bad_batches_are_dead_lettered_with_their_reason(installation: Installation) -> None:

@@ -101,7 +101,7 @@ JOBS: tuple[Job, ...] = (
         "subscriptions",
         "Sync contacts from the CRM",
         ("crm_contacts",),
-        None,
+        "announces the new memberships of contact batches left unannounced",
     ),
 )
 JOBS_BY_NAME = {job.name: job for job in JOBS}
@@ -113,11 +113,6 @@ def not_runnable_reason(job: Job) -> str:
         return (
             f"{job.name} has no sweep: it renders the pages it is sent (items.page). Pages"
             f" never published are republished by `mailroom jobs run {GENERATE_CAMPAIGN_ITEMS}`"
-        )
-    if job.name == SYNC_CRM_CONTACTS:
-        return (
-            f"{job.name} has no sweep: it takes the CRM's contact.upserted and contact.erased"
-            " events as they come"
         )
     return (
         f"{job.name} has no sweep: it delivers the batches it is sent (outbound.batch);"

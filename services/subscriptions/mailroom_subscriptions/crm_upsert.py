@@ -15,7 +15,7 @@
 - The whole batch is a handful of statements under CONTACTS_LOCK; its new memberships are
   written to contact_announcements in the same transaction and announced after the commit as
   contacts.subscribed (one event per list), then deleted: a redelivered batch announces what
-  a crash left.
+  a crash left, and a periodic sweep (the job's run) what is older than a minute.
 """
 
 from __future__ import annotations
@@ -261,6 +261,24 @@ async def announce_pending(runtime: Runtime, conn: PoolConnectionProxy, key: str
         )
     if rows:
         await conn.execute("DELETE FROM contact_announcements WHERE batch = $1", key)
+
+
+# memberships of batches whose announcement did not follow their commit (a batch
+# dead-lettered after it, a delivery lost with its process and not redelivered yet)
+LEFT_OVER_SECONDS = 60
+LEFT_OVER = """
+SELECT DISTINCT batch FROM contact_announcements
+WHERE created_at < now() - make_interval(secs => $1) LIMIT 100
+"""
+
+
+async def announce_left_over(runtime: Runtime) -> None:
+    """The periodic run of sync-crm-contacts: announce what batches left unannounced for a
+    minute (a redelivery announcing it too is harmless: the autoresponder makes one item per
+    event_id)."""
+    async with runtime.pool.acquire() as conn:
+        for row in await conn.fetch(LEFT_OVER, LEFT_OVER_SECONDS):
+            await announce_pending(runtime, conn, row["batch"])
 
 
 async def upsert_contacts(

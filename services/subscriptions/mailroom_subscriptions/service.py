@@ -10,14 +10,17 @@ from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 from mailroom_common.events import CRM_CONTACT_EVENTS, ContactErased, ContactsUpserted, Event
 from mailroom_common.intake import Rejected, subscribe
+from mailroom_common.jobs import SYNC_CRM_CONTACTS
 from mailroom_common.runtime import Runtime
-from mailroom_common.service import Service
+from mailroom_common.service import PeriodicTask, Service
 
 from mailroom_subscriptions.api import PATHS, create_app
-from mailroom_subscriptions.crm_upsert import upsert_contacts
+from mailroom_subscriptions.crm_upsert import announce_left_over, upsert_contacts
 from mailroom_subscriptions.erasure import erase_contacts
 
 log = logging.getLogger(__name__)
+
+LEFT_OVER_POLL_SECONDS = 30.0
 
 
 def build(runtime: Runtime) -> Service:
@@ -48,4 +51,17 @@ def build(runtime: Runtime) -> Service:
         CRM_CONTACT_EVENTS,
         process,
     )
-    return Service("subscriptions", router, http_app=create_app(runtime), http_paths=PATHS)
+    # also the job's periodic run, so that it reports success while the CRM is quiet
+    left_over = PeriodicTask(
+        "crm-contacts-left-over",
+        LEFT_OVER_POLL_SECONDS,
+        lambda: announce_left_over(runtime),
+        job=SYNC_CRM_CONTACTS,
+    )
+    return Service(
+        "subscriptions",
+        router,
+        periodic=[left_over],
+        http_app=create_app(runtime),
+        http_paths=PATHS,
+    )
