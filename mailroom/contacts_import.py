@@ -25,6 +25,7 @@ from pathlib import Path
 from string import ascii_letters as ASCII_LETTERS
 
 from asyncpg.pool import Pool, PoolConnectionProxy
+from mailroom_common.contacts import CONTACTS_LOCK
 from mailroom_common.events import ContactsSubscribed, Subscription
 from mailroom_common.settings import Settings
 from pydantic import TypeAdapter
@@ -34,7 +35,7 @@ from mailroom.contacts_csv import ContactsCsv, ImportRefused, Layout
 
 __all__ = ["IMPORT_LOCK", "ImportProgress", "ImportRefused", "ImportReport", "import_contacts"]
 
-IMPORT_LOCK = 0x696D706F7274  # one import at a time: contacts are matched by address
+IMPORT_LOCK = CONTACTS_LOCK  # one import at a time: contacts are matched by address
 ANNOUNCE_BATCH = 5000  # contacts named by one contacts.subscribed event
 # the merge sorts and hashes a row per line of the file, the temporary tables hold one:
 # let it do so in memory (this session only; pages are taken as they are needed)

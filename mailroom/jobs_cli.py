@@ -32,7 +32,7 @@ STATE_STYLE = {"up": "green", "idle": "yellow", "down": "bold red"}
 T = TypeVar("T")
 
 jobs_app = typer.Typer(
-    help="The six campaign jobs (the Job Manager): replicas, runs, queues, dead letters."
+    help="The jobs (the Job Manager): replicas, runs, queues, dead letters."
     " A job none of whose replicas was seen for 30 s is down.",
     invoke_without_command=True,
 )

@@ -95,6 +95,12 @@ CASES: dict[str, tuple[Body, str, Any]] = {
         "latest",
     ),
     "job.run": (lambda w: {"job": "mark-campaigns-completed"}, "job", 42),
+    "contact.upserted": (
+        lambda w: {"contacts": [{"crm_id": "crm-1", "email": "bea@example.test"}]},
+        "contacts.0.crm_id",
+        ["crm-1"],
+    ),
+    "contact.erased": (lambda w: {"crm_ids": ["crm-gone"]}, "crm_ids", "crm-gone"),
 }
 
 

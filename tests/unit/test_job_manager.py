@@ -81,6 +81,7 @@ def test_every_job_queue_belongs_to_one_job() -> None:
         "completion",
         "autoresponder",
         "bounce_processor",
+        "subscriptions",
     ]
     assert (
         job_of_queue(TOPOLOGY, "p.outbound_sender.priority")

@@ -13,6 +13,7 @@ broker never see each other's messages.
   settings.changed queues share one, `<p>.settings-changed.dlq`.
 - `<p>.outbound.retry.<ms>ms`: one queue per back-off tier, no consumer; messages wait out
   the queue's TTL and are dead-lettered back to the work exchange as outbound.batch.
+- `<p>.subscriptions.contacts`: the CRM's contact.upserted and contact.erased.
 - `<p>.outbound_sender.priority`: the priority lane (outbound.priority, autoresponders), a
   queue of its own with its own consumer, so a campaign backlog never delays it; its retries
   wait in `<p>.outbound.priority-retry.<ms>ms` and come back to it.
@@ -107,6 +108,11 @@ class Topology:
     def autoresponder_triggers(self) -> RabbitQueue:
         return self.work_queue("autoresponder", "triggers", "contact.subscribed")
 
+    @property
+    def crm_contacts(self) -> RabbitQueue:
+        """contact.upserted and contact.erased from the CRM (the subscriptions service)."""
+        return self.work_queue("subscriptions", "contacts", "contact.upserted")
+
     def settings_listener(self, instance: str) -> RabbitQueue:
         """Each process's own queue of settings.changed (fan-out: every process hears every
         change). Exclusive and auto-deleted: a process that was down reads the current
@@ -179,6 +185,8 @@ class Topology:
             (self.autoresponder_triggers, self.events, "contact.subscribed"),
             (self.autoresponder_triggers, self.events, "contacts.subscribed"),
             (self.autoresponder_triggers, self.events, "contact.event"),
+            (self.crm_contacts, self.events, "contact.upserted"),
+            (self.crm_contacts, self.events, "contact.erased"),
         ]
 
     def all_queue_names(self) -> list[str]:

@@ -72,6 +72,11 @@ def _spelling(name: str) -> str:
     return name.replace("_", "").replace("-", "").lower()
 
 
+def nul_path(value: Any) -> str | None:
+    """Where `value` (a model, dict, list or string) holds a NUL character, if anywhere."""
+    return _nul_at(value, "")
+
+
 class Part(BaseModel):
     """A part of a message (or a whole one): unknown fields are kept aside, not refused."""
 
@@ -636,6 +641,135 @@ class ContactActivity(Event):
         " MAILROOM_ACTIVITY_EVENTS=false."
     )
     activities: list[Activity] = Field(min_length=1, max_length=MAX_ACTIVITIES)
+
+
+# --- contacts from the CRM (events exchange, the subscriptions service) ---------------------
+
+MAX_UPSERTED_CONTACTS = 1_000  # in one contact.upserted event
+MAX_ERASED_CONTACTS = 1_000  # crm_ids and emails in one contact.erased event
+CrmId = Annotated[str, Field(min_length=1, max_length=200, description="The CRM's own contact id.")]
+AttributeName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class UpsertedContact(Part):
+    """One contact of a contact.upserted batch. A contact that cannot be taken (an address
+    Mailroom cannot send to, a NUL character, an erased CRM id) fails alone: the answer
+    (contact.upserted.done) names it with the reason."""
+
+    crm_id: CrmId
+    email: str = Field(description="Checked as `contacts import` checks it.")
+    first_name: str | None = Field(default=None, max_length=1000, description="None: unchanged.")
+    last_name: str | None = Field(default=None, max_length=1000, description="None: unchanged.")
+    attributes: dict[AttributeName, str | int | float | bool | None] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="Merge fields ({{ contact.<name> }}), added to those kept; null removes one.",
+    )
+    lists: dict[ListName, Literal["subscribed", "unsubscribed"]] = Field(
+        default_factory=dict,
+        max_length=100,
+        description=(
+            "Memberships by list name (a list not known yet is created). subscribed never"
+            " resubscribes a membership that is unsubscribed; lists not named are left as"
+            " they are."
+        ),
+    )
+
+
+class ContactsUpserted(InboundEvent):
+    """The CRM's contacts, created or updated by their crm_id, in batches."""
+
+    routing_key: ClassVar[str] = "contact.upserted"
+    publishers: ClassVar[tuple[str, ...]] = ("crm",)
+    summary: ClassVar[str] = (
+        "The CRM's contacts by crm_id, in batches of at most 1,000; answered by"
+        " contact.upserted.done. Unsubscribes win: subscribed never revives one."
+    )
+    correlation_id: CorrelationId | None = None
+    contacts: list[UpsertedContact] = Field(min_length=1, max_length=MAX_UPSERTED_CONTACTS)
+
+    @model_validator(mode="after")
+    def _no_nul_characters(self) -> ContactsUpserted:
+        """NUL characters fail the contact that holds them, not the batch (checked per
+        contact by the consumer)."""
+        if self.correlation_id is not None and "\x00" in self.correlation_id:
+            raise ValueError("correlation_id holds a NUL character, which PostgreSQL cannot store")
+        return self
+
+
+class FailedContact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    crm_id: str
+    reason: str
+
+
+class ContactsUpsertedDone(Event):
+    """The answer to one contact.upserted: what it did, and the contacts it could not take."""
+
+    routing_key: ClassVar[str] = "contact.upserted.done"
+    publishers: ClassVar[tuple[str, ...]] = ("subscriptions",)
+    listeners: ClassVar[str] = "the CRM"
+    summary: ClassVar[str] = "The answer to one contact.upserted."
+    correlation_id: str | None = None
+    created: Count
+    updated: Count = Field(
+        description="Existing contacts matched (by crm_id, or adopted by address)."
+    )
+    subscribed: Count = Field(description="Memberships created (announced as contacts.subscribed).")
+    unsubscribed: Count = Field(description="Memberships the CRM unsubscribed.")
+    kept_unsubscribed: Count = Field(
+        description="Memberships the batch asked for that stay unsubscribed."
+    )
+    duplicates: Count = Field(
+        description="Contacts superseded by a later one with the same crm_id."
+    )
+    failed: list[FailedContact]
+
+
+class ContactErased(InboundEvent):
+    """Erase people (GDPR article 17): by the CRM's ids, and/or by address."""
+
+    routing_key: ClassVar[str] = "contact.erased"
+    publishers: ClassVar[tuple[str, ...]] = ("crm",)
+    summary: ClassVar[str] = (
+        "Erase people (GDPR article 17) by crm_id and/or address; answered by contact.erased.done."
+    )
+    correlation_id: CorrelationId | None = None
+    crm_ids: list[CrmId] = Field(default_factory=list, max_length=MAX_ERASED_CONTACTS)
+    emails: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+        default_factory=list,
+        max_length=MAX_ERASED_CONTACTS,
+        description="Addresses to erase as well, whoever holds them (e.g. a former address).",
+    )
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> ContactErased:
+        if not self.crm_ids and not self.emails:
+            raise ValueError("names nobody: give crm_ids or emails")
+        return self
+
+
+class ContactErasedDone(Event):
+    """The answer to one contact.erased, once everything it names is erased (again: an
+    erasure is idempotent, and one naming nobody Mailroom knows is done at once)."""
+
+    routing_key: ClassVar[str] = "contact.erased.done"
+    publishers: ClassVar[tuple[str, ...]] = ("subscriptions",)
+    listeners: ClassVar[str] = "the CRM"
+    summary: ClassVar[str] = "The answer to one contact.erased, once everything is erased."
+    correlation_id: str | None = None
+    crm_ids: list[str] = Field(description="The crm_ids the request named.")
+    unknown_crm_ids: list[str] = Field(description="Named, but no contact has them.")
+    contacts: Count = Field(description="Contacts erased now (erased before: not counted).")
+    items: Count = Field(description="Campaign, archived and autoresponder items scrubbed.")
+    bounces: Count
+    suppressions_hashed: Count
+
+
+CRM_CONTACT_EVENTS: dict[str, type[Event]] = {
+    m.routing_key: m for m in (ContactsUpserted, ContactErased)
+}
 
 
 AUTORESPONDER_TRIGGERS: dict[str, type[Event]] = {

@@ -35,7 +35,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
 from mailroom_common.broker import raw_body
-from mailroom_common.events import Event, unknown_fields
+from mailroom_common.events import Event, OutboundEmail, unknown_fields
 from mailroom_common.jobs import job_of_queue
 from mailroom_common.logs import add_log_fields, log_context
 from mailroom_common.metrics import DEAD_LETTERS, MESSAGES_HANDLED, QUEUE_MESSAGE_AGE_SECONDS
@@ -215,7 +215,8 @@ def log_fields(event: Event) -> dict[str, Any]:
         for name in ("campaign_id", "page_id", "item_id", "contact_id", "list_id")
     }
     emails = getattr(event, "emails", None)
-    if isinstance(emails, list):
+    # an outbound batch's emails (contact.erased has emails too: addresses, never logged)
+    if isinstance(emails, list) and all(isinstance(e, OutboundEmail) for e in emails):
         fields["batch_items"] = len(emails)
         if len(emails) == 1:
             fields["item_id"] = emails[0].item_id

@@ -1,5 +1,5 @@
-"""The six campaign jobs (the original product's Job Manager): what each one is, and what a
-process records about the jobs it runs.
+"""The jobs (the original product's six campaign jobs, and the CRM's contacts): what each
+one is, and what a process records about the jobs it runs.
 
 A job "runs" when its periodic task runs or its consumer handles a message. Each process
 keeps the times of its runs in memory (`JobActivity`: a few assignments per run) and writes
@@ -36,6 +36,7 @@ PROCESS_OUTBOUND_EMAIL = "process-outbound-email"
 MARK_CAMPAIGNS_COMPLETED = "mark-campaigns-completed"
 PROCESS_AUTORESPONDER_MESSAGES = "process-autoresponder-messages"
 PROCESS_BOUNCE_EMAIL = "process-bounce-email"
+SYNC_CRM_CONTACTS = "sync-crm-contacts"
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,13 @@ JOBS: tuple[Job, ...] = (
         "Process Bounce Email Job",
         (),
         "reconnects to the bounce mailbox and reads it now",
+    ),
+    Job(
+        SYNC_CRM_CONTACTS,
+        "subscriptions",
+        "Sync contacts from the CRM",
+        ("crm_contacts",),
+        "announces the new memberships of contact batches left unannounced",
     ),
 )
 JOBS_BY_NAME = {job.name: job for job in JOBS}

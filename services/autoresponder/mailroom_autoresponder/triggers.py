@@ -14,7 +14,7 @@ CREATE_ITEMS = """
 INSERT INTO autoresponder_items (autoresponder_id, contact_id, event_id, email, data, due_at)
 SELECT a.id, c.id, $3, c.email, $4::jsonb, now() + make_interval(secs => a.delay_seconds)
 FROM autoresponders a, contacts c
-WHERE c.id = $1 AND a.enabled AND a.trigger_kind = $5
+WHERE c.id = $1 AND c.erased_at IS NULL AND a.enabled AND a.trigger_kind = $5
   AND CASE WHEN $5 = 'contact.subscribed' THEN a.list_id = $2::bigint
            ELSE a.event_type = $6 END
 ON CONFLICT (autoresponder_id, contact_id, event_id) DO NOTHING
@@ -46,13 +46,14 @@ async def create_items(
 
 
 # A batch (contacts.subscribed): the items of all its contacts in one statement. A contact
-# deleted since is skipped, not refused: one missing contact must not hold up the others.
+# deleted (or erased) since is skipped, not refused: one missing contact must not hold up
+# the others.
 CREATE_BATCH_ITEMS = """
 WITH created AS (
     INSERT INTO autoresponder_items (autoresponder_id, contact_id, event_id, email, due_at)
     SELECT a.id, c.id, s.event_id, c.email, now() + make_interval(secs => a.delay_seconds)
     FROM unnest($2::bigint[], $3::text[]) AS s(contact_id, event_id)
-    JOIN contacts c ON c.id = s.contact_id
+    JOIN contacts c ON c.id = s.contact_id AND c.erased_at IS NULL
     JOIN autoresponders a ON a.list_id = $1 AND a.enabled
         AND a.trigger_kind = 'contact.subscribed'
     ON CONFLICT (autoresponder_id, contact_id, event_id) DO NOTHING

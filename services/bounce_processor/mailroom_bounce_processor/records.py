@@ -168,6 +168,11 @@ async def _suppress(conn: PoolConnectionProxy, email: str, reason: str, detail: 
         SUPPRESSIONS.labels(reason).inc()
 
 
+def _erased(item: dict[str, Any] | None) -> bool:
+    """The item's recipient was erased (contact.erased): its address is gone for good."""
+    return item is not None and str(item["email"]).startswith("erased:")
+
+
 def _proven_recipient(
     report: BounceReport, recipients: list[BouncedRecipient], item: dict[str, Any] | None
 ) -> BouncedRecipient | None:
@@ -282,6 +287,8 @@ class Recorder:
             ref = await _recent_item(conn, recipient.address)
             signed = SignedMatch(ref, "recipient") if ref is not None else None
         item = await _item(conn, signed.item_ref) if signed else None
+        if _erased(item):
+            return None  # about a person erased since: nothing of the event is kept
         if item is not None and signed is not None and signed.matched_by == "recipient":
             proven: BouncedRecipient | None = recipient
         else:
@@ -337,6 +344,8 @@ class Recorder:
         report = analysis.report
         signed = signed_match(report, raw, self.signer)
         item = await _item(conn, signed.item_ref) if signed else None
+        if _erased(item):
+            return []  # about a person erased since: nothing of the message is kept
         recipients = list(report.recipients)
         proven = _proven_recipient(report, recipients, item)
         headers = {

@@ -6,7 +6,7 @@
     GET  /settings/{group}/history    who changed what, when
     POST /actions/test-smtp           a test email through the global SMTP account
     POST /actions/test-imap           a login to the bounce mailbox
-    GET  /admin/jobs                  the six campaign jobs (jobs_api)
+    GET  /admin/jobs                  the jobs (jobs_api)
     POST /admin/jobs/{name}/run       run one now
 
 Every call needs `Authorization: Bearer <MAILROOM_ADMIN_TOKEN>` (checked before anything
@@ -256,9 +256,10 @@ token, the answer is 401; when the service has no token configured, every call g
   when set, `""` when not; sending the mask back keeps the stored value.
 - **Read-only** entries (`read_only` in a group's view) are shown, never changed here; a PUT
   that tries gets 409.
-- **Jobs** (`/admin/jobs`): the six campaign jobs, as `mailroom jobs --json` shows them
-  (replicas, last run, last success, last error, queues and dead letters); a POST to
-  `/admin/jobs/{name}/run` asks every replica of one to run it now (`job.run`).
+- **Jobs** (`/admin/jobs`): the six campaign jobs and sync-crm-contacts, as `mailroom jobs
+  --json` shows them (replicas, last run, last success, last error, queues and dead
+  letters); a POST to `/admin/jobs/{name}/run` asks every replica of one to run it now
+  (`job.run`).
 """
 
 

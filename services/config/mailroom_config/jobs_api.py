@@ -52,7 +52,7 @@ def jobs_router(
         "",
         response_model=JobsOverview,
         responses=problems,
-        summary="The six campaign jobs: replicas, last run, last success, queues",
+        summary="The jobs: replicas, last run, last success, queues",
     )
     async def jobs() -> JobsOverview:
         runtime = current()
