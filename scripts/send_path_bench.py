@@ -32,7 +32,12 @@ from mailroom_outbound_sender.recipients import to_header_problem
 from mailroom_outbound_sender.smtp_pool import SmtpPool
 
 from mailroom.bench.bare_smtp import send_bare
-from mailroom.bench.content import campaign_content, paragraphs_for, render_messages
+from mailroom.bench.content import (
+    campaign_content,
+    campaign_row,
+    paragraphs_for,
+    render_messages,
+)
 from mailroom.local_processes import cpu_seconds, free_port
 from mailroom.smtp_sink import start_smtp_sink
 
@@ -55,17 +60,7 @@ def least(rounds: int, run: Callable[[], object]) -> float:
 
 
 def messages(settings: Settings, count: int, account: SmtpAccount) -> list[OutboundEmail]:
-    content = campaign_content("Bench", "bench", paragraphs_for(settings, 5000))
-    campaign = {
-        "id": 1,
-        "name": content.name,
-        "subject": content.subject,
-        "html_template": content.html_template,
-        "text_template": None,
-        "from_name": content.from_name,
-        "from_email": content.from_email,
-        "reply_to": None,
-    }
+    campaign = campaign_row(campaign_content("Bench", "bench", paragraphs_for(settings, 5000)))
     contacts = [
         {
             "email": f"reader{i:06d}@example.com",

@@ -77,18 +77,22 @@ def render_messages(
     return emails
 
 
-def _sample_size(settings: Settings, paragraphs: int) -> int:
-    content = campaign_content("Bench", "bench", paragraphs)
-    campaign = {
-        "id": 1,
+def campaign_row(content: NewCampaign, campaign_id: int = 1) -> dict[str, Any]:
+    """The campaign as `render_messages` reads it from the database."""
+    return {
+        "id": campaign_id,
         "name": content.name,
         "subject": content.subject,
         "html_template": content.html_template,
-        "text_template": None,
+        "text_template": content.text_template,
         "from_name": content.from_name,
         "from_email": content.from_email,
-        "reply_to": None,
+        "reply_to": content.reply_to,
     }
+
+
+def _sample_size(settings: Settings, paragraphs: int) -> int:
+    campaign = campaign_row(campaign_content("Bench", "bench", paragraphs))
     contact = {
         "email": "reader00001@example.com",
         "first_name": "Reader1",

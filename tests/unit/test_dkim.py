@@ -26,7 +26,7 @@ from mailroom_common.runtime_settings import SmtpAccount
 from mailroom_common.settings import Settings
 from mailroom_config.groups import MASK, Invalid, merge, public
 
-from mailroom.bench.content import campaign_content, render_messages
+from mailroom.bench.content import campaign_content, campaign_row, render_messages
 from mailroom.dkim_keygen import KeygenRefused, plan_keygen
 from tests.support.dkim import (
     DOMAIN,
@@ -45,17 +45,7 @@ SIGNED = {
 
 
 def _campaign(paragraphs: int = 0) -> dict[str, Any]:
-    content = campaign_content("DKIM", "dkim", paragraphs)
-    return {
-        "id": 7,
-        "name": content.name,
-        "subject": content.subject,
-        "html_template": content.html_template,
-        "text_template": None,
-        "from_name": content.from_name,
-        "from_email": content.from_email,
-        "reply_to": None,
-    }
+    return campaign_row(campaign_content("DKIM", "dkim", paragraphs), campaign_id=7)
 
 
 def _contacts(n: int) -> list[dict[str, Any]]:
