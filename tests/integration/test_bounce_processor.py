@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -52,10 +53,12 @@ def mailbox(dovecot: Dovecot, **changes: object) -> BounceMailbox:
     return BounceMailbox.model_validate(values)
 
 
-@pytest.fixture
-async def bounce_events(installation: Installation) -> AsyncIterator[list[dict[str, object]]]:
-    """Every bounce.detected published while the test runs."""
-    received: list[dict[str, object]] = []
+@asynccontextmanager
+async def published(
+    installation: Installation, routing_key: str
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every event of `routing_key` published on the events exchange while it is open."""
+    received: list[dict[str, Any]] = []
     topology = Topology.from_settings(installation.settings)
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
@@ -64,7 +67,7 @@ async def bounce_events(installation: Installation) -> AsyncIterator[list[dict[s
             topology.events.name, aio_pika.ExchangeType.TOPIC, durable=True
         )
         queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, routing_key="bounce.detected")
+        await queue.bind(exchange, routing_key=routing_key)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with message.process():
@@ -75,24 +78,16 @@ async def bounce_events(installation: Installation) -> AsyncIterator[list[dict[s
 
 
 @pytest.fixture
+async def bounce_events(installation: Installation) -> AsyncIterator[list[dict[str, object]]]:
+    """Every bounce.detected published while the test runs."""
+    async with published(installation, "bounce.detected") as received:
+        yield received
+
+
+@pytest.fixture
 async def activities(installation: Installation) -> AsyncIterator[list[dict[str, Any]]]:
     """Every contact.activity published while the test runs (a CRM's queue)."""
-    received: list[dict[str, Any]] = []
-    topology = Topology.from_settings(installation.settings)
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            topology.events.name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, routing_key="contact.activity")
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            async with message.process():
-                received.append(json.loads(message.body))
-
-        await queue.consume(on_message)
+    async with published(installation, "contact.activity") as received:
         yield received
 
 

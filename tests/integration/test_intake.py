@@ -10,6 +10,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from faststream import AckPolicy
 from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
+from mailroom_common import intake
 from mailroom_common.broker import Topology, declare_topology, make_broker
 from mailroom_common.events import ItemsPage
 from mailroom_common.intake import Rejected, subscribe, take
@@ -225,3 +226,39 @@ async def test_data_the_database_refuses_is_dead_lettered_at_once_not_retried(
     assert any("DataError" in r and "out of int32 range" in r for r in reasons), reasons
     assert any("CharacterNotInRepertoireError" in r for r in reasons), reasons
     assert any("UntranslatableCharacterError" in r for r in reasons), reasons
+
+
+async def test_an_error_of_our_own_before_the_handler_counts_towards_the_delivery_limit(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in what runs before the handler (here the log fields) is settled like the
+    handler's own error: retried up to the delivery limit, then given up and dead-lettered
+    with the error, never requeued for as long as the broker lets it."""
+    queue = runtime.topology.item_pages
+    calls: list[int] = []
+    given_up: list[str] = []
+
+    def broken_log_fields(event: ItemsPage) -> dict[str, object]:
+        calls.append(event.page_id)
+        raise AttributeError("'str' object has no attribute 'item_id'")
+
+    async def process(page: ItemsPage, _: RabbitMessage) -> None:
+        raise AssertionError("never reached")
+
+    async def give_up(page: ItemsPage, reason: str) -> None:
+        given_up.append(reason)
+
+    monkeypatch.setattr(intake, "log_fields", broken_log_fields)
+    router = RabbitRouter()
+    subscribe(router, runtime, queue, runtime.topology.work, ItemsPage, process, give_up)
+    runtime.broker.include_router(router)
+    await runtime.broker.connect()
+    await declare_topology(runtime.broker, runtime.topology)
+    await runtime.broker.start()
+    await runtime.send_work(ItemsPage(campaign_id=1, page_id=5, item_ids=[1]))
+
+    (letter,) = await _dead_letters(queue.name, 1)
+    reason = str(letter.headers["x-mailroom-error"])
+    assert reason.startswith("failed 3 times, last error: AttributeError("), reason
+    assert calls == [5, 5, 5], "tried up to the delivery limit, no further"
+    assert given_up == [reason]

@@ -248,19 +248,19 @@ async def _handle(
         await message.ack()
         return "dead_lettered"
 
+    # everything between the body and the ack under one handling: an error of our own in
+    # parsing or in the log fields counts towards the delivery limit like the handler's
+    event: E | None = None
     try:
         event = parse(message, models)
-    except Rejected as error:
-        return await refuse(str(error))
-    add_log_fields(**log_fields(event))
-    try:
+        add_log_fields(**log_fields(event))
         await process(event, message)
     except Rejected as error:
         return await refuse(str(error))
     except PERMANENT_DATABASE_ERRORS as error:
         reason = f"the database refused the data for good ({type(error).__name__}): {error}"
         log.warning("giving up on a message from %s: %s", queue.name, reason)
-        if give_up is not None:
+        if give_up is not None and event is not None:
             await give_up(event, reason)
         return await refuse(reason)
     except asyncio.CancelledError:
@@ -275,7 +275,7 @@ async def _handle(
             return "requeued"
         reason = f"failed {deliveries} times, last error: {error!r}"
         log.exception("giving up on a message from %s", queue.name)
-        if give_up is not None:
+        if give_up is not None and event is not None:
             await give_up(event, reason)
         return await refuse(reason)
     await message.ack()

@@ -72,7 +72,9 @@ WITH found AS (
     CROSS JOIN LATERAL (
         SELECT i.id, i.contact_id FROM campaign_items i
         WHERE i.campaign_id = c.id AND lower(i.email) = a.address OFFSET 0) i
-    WHERE i.contact_id = ANY($2::bigint[]) OR a.address = ANY($3::text[]))
+    -- a campaign archived whole has no items left here (archived_items, by address)
+    WHERE c.archived_at IS NULL
+      AND (i.contact_id = ANY($2::bigint[]) OR a.address = ANY($3::text[])))
 UPDATE campaign_items i SET
     status = CASE WHEN i.status IN {OPEN} THEN 'skipped' ELSE i.status END,
     error = CASE WHEN i.status IN {OPEN} THEN 'recipient erased before sending' END,
