@@ -13,9 +13,10 @@ How a message may evolve (docs/events.md, "Schema versions"):
   optional fields: it is read, its unknown fields ignored. A newer major is refused
   (dead-lettered with a reason naming schema_version): its meaning changed.
 - Unknown fields are accepted and ignored (`unknown_fields` lists them, `intake` logs each
-  set once), at every level of a message, so a newer publisher never breaks an older
-  consumer. Only a field that is another spelling of a known one (`sendAt` for `send_at`)
-  is refused: dropped in silence, it would launch a campaign now instead of later.
+  set once and drops them: never forwarded), at every level of a message, so a newer
+  publisher never breaks an older consumer. Only a field that is another spelling of a
+  known one (`sendAt` for `send_at`) is refused: dropped in silence, it would launch a
+  campaign now instead of later.
 """
 
 from __future__ import annotations
@@ -97,11 +98,25 @@ class Part(BaseModel):
 def unknown_fields(part: BaseModel, path: str = "") -> list[str]:
     """The fields of `part` (and of the parts it holds) that its model does not know, as
     paths (`results[].note`); free-form data (`dict[str, Any]`) holds none."""
-    found = [f"{path}{name}" for name in part.__pydantic_extra__ or ()]
+    return _unknown_fields(part, path, forget=False)
+
+
+def take_unknown_fields(part: BaseModel) -> list[str]:
+    """`unknown_fields(part)`, then forgotten: no part keeps them in memory any longer, and
+    a message made again from it (a batch sent on to a retry tier) carries only fields this
+    version knows, never what a publisher put there for somebody else."""
+    return _unknown_fields(part, "", forget=True)
+
+
+def _unknown_fields(part: BaseModel, path: str, forget: bool) -> list[str]:
+    extra = part.__pydantic_extra__
+    found = [f"{path}{name}" for name in extra or ()]
+    if extra and forget:
+        extra.clear()
     for name in _part_fields(type(part)):
         value = getattr(part, name)
         if isinstance(value, BaseModel):
-            found += unknown_fields(value, f"{path}{name}.")
+            found += _unknown_fields(value, f"{path}{name}.", forget)
         elif isinstance(value, list | tuple):
             seen: set[str] = set()
             for item in value:
@@ -109,7 +124,7 @@ def unknown_fields(part: BaseModel, path: str = "") -> list[str]:
                 if isinstance(item, BaseModel) and (
                     item.__pydantic_extra__ or _part_fields(type(item))
                 ):
-                    seen.update(unknown_fields(item, f"{path}{name}[]."))
+                    seen.update(_unknown_fields(item, f"{path}{name}[].", forget))
             found += sorted(seen)
     return found
 
