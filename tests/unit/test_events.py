@@ -13,6 +13,7 @@ from mailroom_common.events import (
     DeliveryResults,
     Event,
     OutboundBatch,
+    event_from_json,
     json_schemas,
     unknown_fields,
 )
@@ -103,3 +104,31 @@ def test_a_nul_is_refused_in_a_field_not_in_a_field_ignored() -> None:
         b'{"contact_id": 1, "type": "t", "event_id": "e", "crm_note": "a\\u0000b"}'
     )
     assert unknown_fields(event) == ["crm_note"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"contact_id": 1, "type": "t", "event_id": "e", "data": {"k": ["x", "a\\u0000"]}}',
+        b'{"contact_id": 1, "type": "t", "event_id": "e", "data": {"k\\u0000": 1}}',
+        b'{"results": [{"item_id": 1, "status": "sent", "smtp_reply": "250 \\u0000"}]}',
+    ],
+)
+def test_a_message_read_from_its_body_refuses_a_nul_wherever_it_is(body: bytes) -> None:
+    model = DeliveryResults if b"results" in body else ContactEvent
+    with pytest.raises(ValidationError, match="holds a NUL character"):
+        event_from_json(model, body)
+
+
+def test_a_body_without_a_nul_escape_is_read_as_it_is() -> None:
+    # an escaped backslash before "u0000" is text, not a NUL: read, not refused
+    event = event_from_json(
+        ContactEvent, b'{"contact_id": 1, "type": "\\\\u0000", "event_id": "e", "data": {}}'
+    )
+    assert event.type == "\\u0000"
+    batch = event_from_json(
+        OutboundBatch,
+        b'{"emails": [{"item_id": 1, "recipient": "a@x", "envelope_from": "b@x",'
+        b' "message": "Subject: s\\r\\n\\r\\nhi\\r\\n"}]}',
+    )
+    assert batch.emails[0].message == "Subject: s\r\n\r\nhi\r\n"

@@ -23,9 +23,16 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mailroom_common.rendering.limits import MAX_TEMPLATE_CHARS
 
@@ -199,7 +206,9 @@ class Event(Part):
         return value
 
     @model_validator(mode="after")
-    def _no_nul_characters(self) -> Event:
+    def _no_nul_characters(self, info: ValidationInfo) -> Event:
+        if info.context and info.context.get(_NUL_FREE):
+            return self
         where = _nul_at(self, "")
         if where is not None:
             raise ValueError(f"{where} holds a NUL character, which PostgreSQL cannot store")
@@ -790,6 +799,18 @@ CRM_CONTACT_EVENTS: dict[str, type[Event]] = {
 AUTORESPONDER_TRIGGERS: dict[str, type[Event]] = {
     m.routing_key: m for m in (ContactSubscribed, ContactsSubscribed, ContactEvent)
 }
+
+
+_NUL_FREE = "mailroom_nul_free"
+_E = TypeVar("_E", bound=Event)
+
+
+def event_from_json(model: type[_E], body: bytes) -> _E:
+    """`model` from a message's JSON body. JSON can carry a NUL only as the escape
+    `\\u0000` (the parser refuses a raw control character in a string), so a body without
+    that text skips the walk through every string of the message: more than half of the
+    decoding of a large batch."""
+    return model.model_validate_json(body, context={_NUL_FREE: b"\\u0000" not in body})
 
 
 def event_json(event: Event) -> bytes:
