@@ -17,6 +17,7 @@ from mailroom_common.events import (
     json_schemas,
     unknown_fields,
 )
+from mailroom_common.intake import describe_validation_error
 from pydantic import ValidationError
 
 
@@ -132,3 +133,22 @@ def test_a_body_without_a_nul_escape_is_read_as_it_is() -> None:
         b' "message": "Subject: s\\r\\n\\r\\nhi\\r\\n"}]}',
     )
     assert batch.emails[0].message == "Subject: s\r\n\r\nhi\r\n"
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["1.99999999999999999999", "01", "-1", "1.a", "1.", " 1", "1\n", True, 1.0, -1, 10**30],
+)
+def test_a_version_is_read_as_written_or_refused_with_one_reason(version: object) -> None:
+    body = json.dumps({"campaign_id": 3, "schema_version": version})
+    with pytest.raises(ValidationError) as refused:
+        CampaignLaunch.model_validate_json(body)
+    [error] = refused.value.errors()
+    assert error["loc"] == ("schema_version",) and "not a version" in error["msg"]
+
+
+def test_a_huge_version_is_refused_without_being_echoed() -> None:
+    body = json.dumps({"campaign_id": 3, "schema_version": "x" * 1_000_000})
+    with pytest.raises(ValidationError) as refused:
+        CampaignLaunch.model_validate_json(body)
+    assert len(describe_validation_error(refused.value)) < 200

@@ -29,7 +29,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -149,8 +151,10 @@ def _part_fields(model: type[BaseModel]) -> tuple[str, ...]:
 
 
 SCHEMA_VERSION_PATTERN = r"^[1-9][0-9]{0,8}(\.[0-9]{1,9})?$"
+# strict: `true`, `1.0`, `"01"` or `" 1"` are not versions, whatever lax parsing makes of them
 SchemaVersion = Annotated[
-    int | Annotated[str, Field(pattern=SCHEMA_VERSION_PATTERN)],
+    Annotated[int, Field(strict=True, ge=1, le=999_999_999)]
+    | Annotated[str, Field(strict=True, pattern=SCHEMA_VERSION_PATTERN)],
     Field(
         description=(
             'MAJOR or "MAJOR.MINOR" (1 is 1.0). A consumer reads a newer minor (ignoring the'
@@ -187,10 +191,19 @@ class Event(Part):
                 raise TypeError(f"{routing_key} is already {known.__qualname__}'s")
             REGISTRY[routing_key] = cls
 
-    @field_validator("schema_version")
+    @field_validator("schema_version", mode="wrap")
     @classmethod
-    def _readable_version(cls, value: int | str) -> int | str:
-        major = int(str(value).split(".")[0])
+    def _readable_version(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> int | str:
+        try:
+            version: int | str = handler(value)
+        except ValidationError:
+            # one reason instead of one per member of the union (and never the value: it
+            # may be a megabyte)
+            raise ValueError(
+                'not a version: give MAJOR (an integer from 1) or "MAJOR.MINOR" (a string),'
+                f' e.g. {cls.schema_major} or "{cls.schema_major}.0"'
+            ) from None
+        major = int(str(version).split(".")[0])
         if major > cls.schema_major:
             raise ValueError(
                 f"major version {major} is newer than this consumer reads"
@@ -203,7 +216,7 @@ class Event(Part):
                 f"major version {major} is no longer read (this consumer reads"
                 f" {cls.schema_major}.x)"
             )
-        return value
+        return version
 
     @model_validator(mode="after")
     def _no_nul_characters(self, info: ValidationInfo) -> Event:
