@@ -569,6 +569,14 @@ class BounceDetected(Event):
     suppressed: bool = Field(description="The address is suppressed (now or already).")
 
 
+# a trigger's id from its publisher: the same id again fires nothing more
+EventId = Annotated[str, Field(min_length=1, max_length=200)]
+SubscriptionEventId = Annotated[
+    EventId,
+    Field(description="Unique id of this subscription; the same id again sends nothing more."),
+]
+
+
 class ContactSubscribed(InboundEvent):
     routing_key: ClassVar[str] = "contact.subscribed"
     publishers: ClassVar[tuple[str, ...]] = ("crm", "cli")
@@ -577,11 +585,7 @@ class ContactSubscribed(InboundEvent):
     )
     contact_id: Id
     list_id: Id
-    event_id: str = Field(
-        min_length=1,
-        max_length=200,
-        description="Unique id of this subscription; the same id again sends nothing more.",
-    )
+    event_id: SubscriptionEventId
 
 
 MAX_SUBSCRIPTIONS = 10_000  # in one contacts.subscribed event
@@ -589,11 +593,7 @@ MAX_SUBSCRIPTIONS = 10_000  # in one contacts.subscribed event
 
 class Subscription(Part):
     contact_id: Id
-    event_id: str = Field(
-        min_length=1,
-        max_length=200,
-        description="Unique id of this subscription; the same id again sends nothing more.",
-    )
+    event_id: SubscriptionEventId
 
 
 class ContactsSubscribed(InboundEvent):
@@ -617,10 +617,8 @@ class ContactEvent(InboundEvent):
     )
     contact_id: Id
     type: str = Field(min_length=1, max_length=200, description='What happened, e.g. "signup".')
-    event_id: str = Field(
-        min_length=1,
-        max_length=200,
-        description="Unique id of this event; the same id again sends nothing more.",
+    event_id: EventId = Field(
+        description="Unique id of this event; the same id again sends nothing more."
     )
     data: dict[str, Any] = Field(default_factory=dict, description="Kept with the item.")
 
