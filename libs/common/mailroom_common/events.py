@@ -640,7 +640,10 @@ class Activity(Part):
         description="The CRM's own id of the contact; null for a contact that came by CSV."
     )
     email: str = Field(description="The address the message went to, or that left the lists.")
-    at: datetime = Field(description="When it happened (sent: when the relay took it).")
+    at: datetime = Field(
+        description="When it happened (sent: when the relay took it; failed: when the item"
+        " failed). The same entry published again has the same at."
+    )
     bounce_kind: Literal["hard", "soft"] | None = Field(
         default=None, description="For bounced: hard (the address is suppressed) or soft."
     )
