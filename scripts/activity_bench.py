@@ -3,11 +3,12 @@ delivery.results, per 1,000 recipients.
 
 In an installation of its own (`mailroom bench`'s: MAILROOM_DATABASE_URL's server, a
 database and queue prefix nobody else uses, dropped at the end): --recipients contacts
-(every other one with a CRM id), one campaign and as many sent items. Then, batch by
-batch (--batch items, as the sender's delivery.results carry), exactly what the completion service adds for one
-delivery.results: `activity.delivery_activities` (one statement) and `activity.publish` (one
-contact.activity, persistent, confirmed) to the events exchange, twice: with no queue bound
-(a CRM that does not listen) and with one queue bound (a CRM that listens; drained after).
+(every other one with a CRM id), one campaign and as many sent items. Then, batch by batch
+(--batch items, as the sender's delivery.results carry), exactly what the completion service
+adds for one delivery.results: `activity.delivery_activities` (one statement) and
+`activity.publish` (one contact.activity, persistent, confirmed) to the events exchange,
+twice: with no queue bound (a CRM that does not listen) and with one queue bound (a CRM that
+listens; drained after).
 
 Reports, per 1,000 recipients: CPU seconds of this process (time.process_time: building the
 entries, serialising, publishing), wall seconds, contact.activity messages and their bytes;
