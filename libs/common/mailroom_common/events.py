@@ -82,6 +82,12 @@ def _spelling(name: str) -> str:
     return name.replace("_", "").replace("-", "").lower()
 
 
+@functools.cache
+def _spellings(model: type[BaseModel]) -> dict[str, str]:
+    """The fields of `model` by their spelling without `_`, `-` and case."""
+    return {_spelling(name): name for name in model.model_fields}
+
+
 def nul_path(value: Any) -> str | None:
     """Where `value` (a model, dict, list or string) holds a NUL character, if anywhere."""
     return _nul_at(value, "")
@@ -96,7 +102,7 @@ class Part(BaseModel):
     def _no_respelt_fields(self) -> Part:
         extra = self.__pydantic_extra__
         if extra:
-            known = {_spelling(name): name for name in type(self).model_fields}
+            known = _spellings(type(self))
             for name in extra:
                 meant = known.get(_spelling(name))
                 if meant is not None:
