@@ -289,6 +289,11 @@ CorrelationId = Annotated[
     ),
 ]
 ListName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+# a draft campaign's fields, as campaign.create and campaign.update take them
+CampaignName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+SubjectTemplate = Annotated[str, Field(min_length=1, max_length=MAX_SUBJECT_CHARS)]
+Address = Annotated[str, Field(min_length=1, max_length=MAX_ADDRESS_CHARS)]
+HtmlTemplate = Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)]
 
 
 class CampaignCreate(Command):
@@ -312,12 +317,12 @@ class CampaignCreate(Command):
         description="The same key with the same content again answers with the campaign it"
         " created; with other content it is refused.",
     )
-    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
-    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS, description="A template.")
-    from_email: str = Field(min_length=1, max_length=MAX_ADDRESS_CHARS)
+    name: CampaignName
+    subject: SubjectTemplate = Field(description="A template.")
+    from_email: Address
     from_name: str = Field(default="", max_length=MAX_NAME_CHARS)
-    reply_to: str | None = Field(default=None, min_length=1, max_length=MAX_ADDRESS_CHARS)
-    html_template: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
+    reply_to: Address | None = None
+    html_template: HtmlTemplate
     text_template: str | None = Field(
         default=None,
         max_length=MAX_TEMPLATE_CHARS,
@@ -344,14 +349,14 @@ class CampaignUpdate(Command):
     )
     campaign_id: Id
     correlation_id: CorrelationId | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS)
-    subject: str | None = Field(default=None, min_length=1, max_length=MAX_SUBJECT_CHARS)
-    from_email: str | None = Field(default=None, min_length=1, max_length=MAX_ADDRESS_CHARS)
+    name: CampaignName | None = None
+    subject: SubjectTemplate | None = None
+    from_email: Address | None = None
     from_name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     reply_to: str | None = Field(
         default=None, max_length=MAX_ADDRESS_CHARS, description='"" removes the Reply-To.'
     )
-    html_template: str | None = Field(default=None, min_length=1, max_length=MAX_TEMPLATE_CHARS)
+    html_template: HtmlTemplate | None = None
     text_template: str | None = Field(
         default=None,
         max_length=MAX_TEMPLATE_CHARS,
