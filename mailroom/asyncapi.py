@@ -448,35 +448,29 @@ def _dead_letter_headers() -> dict[str, Any]:
 
 
 def _servers() -> dict[str, Any]:
-    common = {
+    return {
+        "rabbitmq": _server(
+            "amqp", "127.0.0.1", 5672, "RabbitMQ, as MAILROOM_RABBITMQ_URL names it (amqp://)."
+        ),
+        "rabbitmq_tls": _server(
+            "amqps", "rabbitmq", 5671, "RabbitMQ over TLS (MAILROOM_RABBITMQ_URL amqps://)."
+        ),
+    }
+
+
+def _server(protocol: str, host: str, port: int, description: str) -> dict[str, Any]:
+    return {
+        "host": "{host}:{port}",
+        "protocol": protocol,
+        "protocolVersion": "0-9-1",
+        "description": description,
+        "variables": {
+            "host": {"default": host},
+            "port": {"default": str(port)},
+            "vhost": {"default": "", "description": "Empty: the default vhost /."},
+        },
         "pathname": "/{vhost}",
         "security": [{"$ref": "#/components/securitySchemes/user_password"}],
-    }
-    return {
-        "rabbitmq": {
-            "host": "{host}:{port}",
-            "protocol": "amqp",
-            "protocolVersion": "0-9-1",
-            "description": "RabbitMQ, as MAILROOM_RABBITMQ_URL names it (amqp://).",
-            "variables": {
-                "host": {"default": "127.0.0.1"},
-                "port": {"default": "5672"},
-                "vhost": {"default": "", "description": "Empty: the default vhost /."},
-            },
-            **common,
-        },
-        "rabbitmq_tls": {
-            "host": "{host}:{port}",
-            "protocol": "amqps",
-            "protocolVersion": "0-9-1",
-            "description": "RabbitMQ over TLS (MAILROOM_RABBITMQ_URL amqps://).",
-            "variables": {
-                "host": {"default": "rabbitmq"},
-                "port": {"default": "5671"},
-                "vhost": {"default": "", "description": "Empty: the default vhost /."},
-            },
-            **common,
-        },
     }
 
 

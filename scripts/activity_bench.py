@@ -1,12 +1,14 @@
 """What contact.activity adds to a campaign: the completion service's work for each
 delivery.results, per 1,000 recipients.
 
-In a database of its own (dropped at the end): --recipients contacts (every other one with
-a CRM id), one campaign and as many sent items. Then, batch by batch (--batch items, as the
-sender's delivery.results carry), exactly what the completion service adds for one
-delivery.results: `activity.delivery_activities` (one statement) and `activity.publish` (one
-contact.activity, persistent, confirmed) to the events exchange, twice: with no queue bound
-(a CRM that does not listen) and with one queue bound (a CRM that listens; drained after).
+In an installation of its own (`mailroom bench`'s: MAILROOM_DATABASE_URL's server, a
+database and queue prefix nobody else uses, dropped at the end): --recipients contacts
+(every other one with a CRM id), one campaign and as many sent items. Then, batch by batch
+(--batch items, as the sender's delivery.results carry), exactly what the completion service
+adds for one delivery.results: `activity.delivery_activities` (one statement) and
+`activity.publish` (one contact.activity, persistent, confirmed) to the events exchange,
+twice: with no queue bound (a CRM that does not listen) and with one queue bound (a CRM that
+listens; drained after).
 
 Reports, per 1,000 recipients: CPU seconds of this process (time.process_time: building the
 entries, serialising, publishing), wall seconds, contact.activity messages and their bytes;
@@ -22,23 +24,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
-import uuid
 from typing import Any
 
 import aio_pika
 import asyncpg
 from mailroom_common import activity
 from mailroom_common.broker import Topology, declare_topology, make_broker
-from mailroom_common.db import create_pool, quote_ident
+from mailroom_common.db import create_pool
 from mailroom_common.events import ContactActivity, DeliveryResult, DeliveryResults, event_json
 from mailroom_common.migrate import migrate
 from mailroom_common.runtime import Runtime
-from mailroom_common.settings import Settings
 
-SERVER = os.environ.get("MAILROOM_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-RABBITMQ = os.environ.get("MAILROOM_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+from mailroom.bench.installation import BenchInstallation
 
 
 async def seed(pool: asyncpg.Pool, recipients: int) -> tuple[int, list[int]]:
@@ -105,14 +103,8 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    database = f"mailroom_activity_bench_{tag}"
-    settings = Settings(
-        database_url=f"{SERVER}/{database}",
-        rabbitmq_url=RABBITMQ,
-        queue_prefix=f"activity-bench-{tag}",
-        environment="development",
-    )
+    bench = BenchInstallation()  # a database and queue prefix of its own, dropped at the end
+    settings = bench.settings
     await migrate(settings.database_url, create_database=True)
     pool = await create_pool(settings)
     broker = make_broker(settings)
@@ -124,7 +116,7 @@ async def main() -> None:
         runtime = Runtime.build(settings, pool, broker)
         campaign_id, ids = await seed(pool, args.recipients)
         report["nobody_listens"] = await run(runtime, campaign_id, ids, args.batch)
-        connection = await aio_pika.connect(RABBITMQ)
+        connection = await aio_pika.connect(settings.rabbitmq_url)
         async with connection:
             channel = await connection.channel()
             events = await channel.get_exchange(topology.events.name)
@@ -137,18 +129,7 @@ async def main() -> None:
     finally:
         await broker.stop()
         await pool.close()
-        admin = await asyncpg.connect(f"{SERVER}/postgres")
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
-        finally:
-            await admin.close()
-        connection = await aio_pika.connect(RABBITMQ)
-        async with connection:
-            channel = await connection.channel()
-            for name in topology.all_queue_names():
-                await channel.queue_delete(name)
-            for exchange in topology.exchanges():
-                await channel.exchange_delete(exchange.name)
+        await bench.drop()
     if args.json:
         print(json.dumps(report, indent=2))
     else:

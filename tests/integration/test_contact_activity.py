@@ -14,12 +14,15 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
+from mailroom_common import activity
 from mailroom_common.broker import Topology
 from mailroom_common.events import (
     CampaignLaunch,
     ContactActivity,
     ContactSubscribed,
     ContactUnsubscribed,
+    DeliveryResult,
+    DeliveryResults,
 )
 from mailroom_common.runtime_settings import BounceMailbox, SettingsStore
 
@@ -270,3 +273,56 @@ async def test_an_autoresponder_email_is_on_the_timeline_too(
         item_id,
     )
     assert (sent.contact_id, sent.crm_contact_id) == (contact_id, "crm-newbie")
+
+
+async def test_a_delivery_result_handled_again_repeats_its_entries_exactly(
+    installation: Installation,
+) -> None:
+    """The completion service publishes before it acknowledges: a delivery.results handled
+    twice (a broker error after the publish) gives the same entries, `at` included, so the
+    CRM's (kind, item_id, at) tells the repeat from a new event."""
+    pool = installation.pool
+    assert pool is not None
+    audience = await make_audience(pool, 3)
+    campaign_id = await make_campaign(pool, audience)
+    contacts = await pool.fetch("SELECT id, email FROM contacts ORDER BY id LIMIT 3")
+    item_ids = [
+        await pool.fetchval(
+            "INSERT INTO campaign_items (campaign_id, contact_id, email)"
+            " VALUES ($1, $2, $3) RETURNING id",
+            campaign_id,
+            c["id"],
+            c["email"],
+        )
+        for c in contacts
+    ]
+    sent, failed, refused = item_ids
+    await pool.execute(
+        "UPDATE campaign_items SET status = 'sending' WHERE id = ANY($1::bigint[])", item_ids
+    )
+    await pool.execute(
+        "UPDATE campaign_items SET status = 'sent', sent_at = now() WHERE id = $1", sent
+    )
+    await pool.execute("UPDATE campaign_items SET status = 'failed' WHERE id = $1", failed)
+    await pool.execute(
+        "UPDATE campaign_items SET status = 'failed', bounce_kind = 'hard' WHERE id = $1", refused
+    )
+    results = DeliveryResults(
+        campaign_id=campaign_id,
+        results=[
+            DeliveryResult(item_id=sent, status="sent", smtp_reply="250 ok"),
+            DeliveryResult(item_id=failed, status="failed", smtp_reply="554 no"),
+            DeliveryResult(item_id=refused, status="failed", smtp_reply="550 5.1.1 unknown"),
+        ],
+    )
+    first = await activity.delivery_activities(pool, results)
+    again = await activity.delivery_activities(pool, results)
+    assert sorted(a.kind for a in first) == ["bounced", "failed", "sent"]
+    assert first == again
+    changed = {
+        r["id"]: r["updated_at"]
+        for r in await pool.fetch(
+            "SELECT id, updated_at FROM campaign_items WHERE id = ANY($1::bigint[])", item_ids
+        )
+    }
+    assert all(a.at == changed[a.item_id] for a in first if a.kind != "sent")

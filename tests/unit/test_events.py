@@ -13,9 +13,11 @@ from mailroom_common.events import (
     DeliveryResults,
     Event,
     OutboundBatch,
+    event_from_json,
     json_schemas,
     unknown_fields,
 )
+from mailroom_common.intake import describe_validation_error
 from pydantic import ValidationError
 
 
@@ -103,3 +105,50 @@ def test_a_nul_is_refused_in_a_field_not_in_a_field_ignored() -> None:
         b'{"contact_id": 1, "type": "t", "event_id": "e", "crm_note": "a\\u0000b"}'
     )
     assert unknown_fields(event) == ["crm_note"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"contact_id": 1, "type": "t", "event_id": "e", "data": {"k": ["x", "a\\u0000"]}}',
+        b'{"contact_id": 1, "type": "t", "event_id": "e", "data": {"k\\u0000": 1}}',
+        b'{"results": [{"item_id": 1, "status": "sent", "smtp_reply": "250 \\u0000"}]}',
+    ],
+)
+def test_a_message_read_from_its_body_refuses_a_nul_wherever_it_is(body: bytes) -> None:
+    model = DeliveryResults if b"results" in body else ContactEvent
+    with pytest.raises(ValidationError, match="holds a NUL character"):
+        event_from_json(model, body)
+
+
+def test_a_body_without_a_nul_escape_is_read_as_it_is() -> None:
+    # an escaped backslash before "u0000" is text, not a NUL: read, not refused
+    event = event_from_json(
+        ContactEvent, b'{"contact_id": 1, "type": "\\\\u0000", "event_id": "e", "data": {}}'
+    )
+    assert event.type == "\\u0000"
+    batch = event_from_json(
+        OutboundBatch,
+        b'{"emails": [{"item_id": 1, "recipient": "a@x", "envelope_from": "b@x",'
+        b' "message": "Subject: s\\r\\n\\r\\nhi\\r\\n"}]}',
+    )
+    assert batch.emails[0].message == "Subject: s\r\n\r\nhi\r\n"
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["1.99999999999999999999", "01", "-1", "1.a", "1.", " 1", "1\n", True, 1.0, -1, 10**30],
+)
+def test_a_version_is_read_as_written_or_refused_with_one_reason(version: object) -> None:
+    body = json.dumps({"campaign_id": 3, "schema_version": version})
+    with pytest.raises(ValidationError) as refused:
+        CampaignLaunch.model_validate_json(body)
+    [error] = refused.value.errors()
+    assert error["loc"] == ("schema_version",) and "not a version" in error["msg"]
+
+
+def test_a_huge_version_is_refused_without_being_echoed() -> None:
+    body = json.dumps({"campaign_id": 3, "schema_version": "x" * 1_000_000})
+    with pytest.raises(ValidationError) as refused:
+        CampaignLaunch.model_validate_json(body)
+    assert len(describe_validation_error(refused.value)) < 200

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from mailroom_common import intake
-from mailroom_common.events import CampaignLaunch
+from mailroom_common.events import CampaignLaunch, OutboundBatch, event_json, unknown_fields
 
 
 @pytest.fixture(autouse=True)
@@ -52,3 +52,32 @@ def test_a_flood_of_fields_is_logged_within_bounds(caplog: pytest.LogCaptureFixt
         intake._log_unknown_fields(_launch(**{f"g{i}": 1}))
     assert len(intake._UNKNOWN_LOGGED) == intake.MAX_UNKNOWN_LOGGED
     assert all(len(fields) <= intake.MAX_UNKNOWN_SHOWN for _, fields, _ in intake._UNKNOWN_LOGGED)
+
+
+def test_unknown_fields_are_dropped_once_logged_never_forwarded() -> None:
+    batch = OutboundBatch.model_validate_json(
+        json.dumps(
+            {
+                "campaign_id": 1,
+                "for_someone_else": "secret-ish",
+                "emails": [
+                    {
+                        "item_id": 1,
+                        "recipient": "a@example.com",
+                        "envelope_from": "b@example.com",
+                        "message": "m",
+                        "tracking": {"deep": [1, 2]},
+                    }
+                ],
+            }
+        )
+    )
+    intake._log_unknown_fields(batch)
+    assert unknown_fields(batch) == []
+    # what the sender does with a temporary failure: the batch again, to a retry tier
+    again = batch.model_copy(
+        update={"emails": [e.model_copy(update={"attempt": 1}) for e in batch.emails]}
+    )
+    forwarded = json.loads(event_json(again))
+    assert "for_someone_else" not in forwarded and "tracking" not in forwarded["emails"][0]
+    assert forwarded["emails"][0]["attempt"] == 1

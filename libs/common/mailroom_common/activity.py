@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 CAMPAIGN_ITEMS = """
 SELECT i.id, i.campaign_id, NULL::bigint AS autoresponder_id, i.contact_id,
        (SELECT c.crm_id FROM contacts c WHERE c.id = i.contact_id) AS crm_id, i.email,
-       i.bounce_kind, i.sent_at
+       i.bounce_kind, i.sent_at, i.updated_at
 FROM campaign_items i
 WHERE i.id = ANY($1::bigint[])
 """
@@ -46,7 +46,7 @@ CAMPAIGN_OR_ARCHIVED_ITEMS = (
 UNION ALL
 SELECT a.id, a.campaign_id, NULL::bigint, a.contact_id,
        (SELECT c.crm_id FROM contacts c WHERE c.id = a.contact_id), a.email, a.bounce_kind,
-       a.sent_at
+       a.sent_at, NULL::timestamptz
 FROM archived_items a
 WHERE a.id = ANY($1::bigint[])
   AND NOT EXISTS (SELECT 1 FROM campaign_items i WHERE i.id = a.id)
@@ -55,7 +55,7 @@ WHERE a.id = ANY($1::bigint[])
 AUTORESPONDER_ITEMS = """
 SELECT i.id, NULL::bigint AS campaign_id, i.autoresponder_id, i.contact_id,
        (SELECT c.crm_id FROM contacts c WHERE c.id = i.contact_id) AS crm_id, i.email,
-       i.bounce_kind, i.sent_at
+       i.bounce_kind, i.sent_at, i.updated_at
 FROM autoresponder_items i
 WHERE i.id = ANY($1::bigint[])
 """
@@ -76,7 +76,10 @@ def _entry(item: Any, kind: ActivityKind, at: datetime, **more: Any) -> Activity
 
 
 async def delivery_activities(pool: Pool, results: DeliveryResults) -> list[Activity]:
-    """sent and failed (bounced, hard, for an address refused for good at send time)."""
+    """sent and failed (bounced, hard, for an address refused for good at send time), each
+    at the time the item took its status (`sent_at`; `updated_at`, which the status change
+    sets): the same entry again when a delivery.results is handled again, so a CRM can tell
+    a repeat by (kind, item_id, at)."""
     final = {r.item_id: r for r in results.results if r.status in ("sent", "failed")}
     if not final:
         return []
@@ -89,10 +92,16 @@ async def delivery_activities(pool: Pool, results: DeliveryResults) -> list[Acti
             activities.append(_entry(item, "sent", item["sent_at"] or now))
         elif item["bounce_kind"] == "hard":
             activities.append(
-                _entry(item, "bounced", now, bounce_kind="hard", detail=result.smtp_reply)
+                _entry(
+                    item,
+                    "bounced",
+                    item["updated_at"],
+                    bounce_kind="hard",
+                    detail=result.smtp_reply,
+                )
             )
         else:
-            activities.append(_entry(item, "failed", now, detail=result.smtp_reply))
+            activities.append(_entry(item, "failed", item["updated_at"], detail=result.smtp_reply))
     return activities
 
 

@@ -35,7 +35,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
 from mailroom_common.broker import raw_body
-from mailroom_common.events import Event, OutboundEmail, unknown_fields
+from mailroom_common.events import Event, OutboundEmail, event_from_json, take_unknown_fields
 from mailroom_common.jobs import job_of_queue
 from mailroom_common.logs import add_log_fields, log_context
 from mailroom_common.metrics import DEAD_LETTERS, MESSAGES_HANDLED, QUEUE_MESSAGE_AGE_SECONDS
@@ -295,7 +295,7 @@ def parse(message: RabbitMessage, models: Mapping[str, type[E]] | type[E]) -> E:
     if problem is not None:
         raise Rejected(f"invalid {model.routing_key} message: {problem}")
     try:
-        event = model.model_validate_json(message.body)
+        event = event_from_json(model, message.body)
     except ValidationError as error:
         raise Rejected(
             f"invalid {model.routing_key} message: {_why_not(message.body, error)}"
@@ -305,8 +305,8 @@ def parse(message: RabbitMessage, models: Mapping[str, type[E]] | type[E]) -> E:
 
 
 def _log_unknown_fields(event: Event) -> None:
-    """Fields this version does not know are ignored; each set is logged once a process."""
-    fields = unknown_fields(event)
+    """Fields this version does not know are dropped; each set is logged once a process."""
+    fields = take_unknown_fields(event)
     if not fields:
         return
     # a message may name thousands of fields, each of any length: remember and log a few
