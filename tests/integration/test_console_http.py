@@ -316,6 +316,18 @@ async def test_a_trusted_proxy_names_the_user() -> None:
             )
             assert answer.status_code == 303
             assert "Signed in as <strong>carol</strong>" in (await client.get("/console/jobs")).text
+            # as a real proxy sends it: the browser's address in X-Forwarded-For (the proxy
+            # is still the peer the trust is about, not the browser)
+            async with httpx.AsyncClient(base_url=base) as proxied:
+                forwarded = {"X-Forwarded-User": "dave", "X-Forwarded-For": "203.0.113.5"}
+                page = await proxied.get("/console/sign-in", headers=forwarded)
+                assert "Continue as dave" in page.text
+                answer = await proxied.post(
+                    "/console/sign-in",
+                    data={"csrf_token": csrf_of(page.text), "mode": "proxy"},
+                    headers=forwarded,
+                )
+                assert answer.status_code == 303
             # without the header, "proxy" mode is no sign-in
             async with httpx.AsyncClient(base_url=base) as other:
                 page = await other.get("/console/sign-in")

@@ -31,6 +31,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from mailroom_common.campaign_counts import EndedCounts, campaign_progress
 from mailroom_common.campaign_lifecycle import CANCELLABLE_STATUSES, PAUSABLE_STATUSES
 from mailroom_common.events import CampaignCancel, CampaignPause, CampaignResume, Event, JobRun
+from mailroom_common.http import PEER
 from mailroom_common.job_overview import JobRunRefused, JobsOverview, read_overview, run_request
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import DEFAULT_HTML_FOOTER, DEFAULT_TEXT_FOOTER
@@ -193,10 +194,12 @@ class Console:
         request comes from it."""
         settings = self.current().settings
         header = settings.console_trusted_header
-        if not header or request.client is None:
+        # the connection's own address (the proxy), not the browser it names in X-Forwarded-For
+        connected = request.scope.get(PEER) or request.scope.get("client")
+        if not header or not connected:
             return None
         try:
-            peer = ipaddress.ip_address(request.client.host)
+            peer = ipaddress.ip_address(connected[0])
         except ValueError:
             return None
         trusted = any(
