@@ -369,3 +369,55 @@ async def test_a_campaigns_unsubscribes_are_counted_and_shown(
         page = (await client.get("/console/campaigns/live")).text
     row = page[page.index(f'id="campaign-{campaign_id}"') :]
     assert '<td data-label="Unsubscribes">2</td>' in row[: row.index("</tr>")]
+
+
+MARKUP = "<img src=x onerror=alert(1)>\"'</td><script>alert(2)</script>"
+
+
+async def test_stored_markup_is_shown_as_text(console: tuple[Installation, str]) -> None:
+    """What others wrote (a campaign's name, a pause reason, a job's error) never becomes
+    markup in the console; the footer preview, which shows the admin's own HTML as HTML,
+    runs in a sandbox (the frame's and its own Content-Security-Policy)."""
+    from mailroom_common.jobs import JOBS
+
+    install, base = console
+    assert install.pool is not None
+    audience = await make_audience(install.pool, 1, tag="markup")
+    campaign_id = await make_campaign(install.pool, audience, name=f"Sale {MARKUP}")
+    for status in ("scheduled", "paused"):
+        await install.pool.execute(
+            "UPDATE campaigns SET status = $2, paused_from = 'scheduled', pause_reason = $3"
+            " WHERE id = $1",
+            campaign_id,
+            status,
+            MARKUP,
+        )
+    await install.pool.execute(
+        "INSERT INTO job_heartbeats (job, instance, service, last_seen, last_error, last_error_at)"
+        " VALUES ($1, 'markup:1', $2, now(), $3, now())",
+        JOBS[0].name,
+        JOBS[0].service,
+        MARKUP,
+    )
+    async with httpx.AsyncClient(base_url=base) as client:
+        csrf = await sign_in(client, RUN_ADMIN_TOKEN)
+        for path in (
+            "campaigns",
+            "campaigns/live",
+            f"campaigns/{campaign_id}/resume",
+            "jobs",
+            "jobs/live",
+        ):
+            page = (await client.get(f"/console/{path}")).text
+            assert "&lt;img src=x onerror=alert(1)&gt;&#34;&#39;&lt;/td&gt;" in page, path
+            assert "<img src=x" not in page and "<script>alert" not in page, path
+        frame = (await client.get("/console/marketing")).text
+        assert re.search(r'<iframe [^>]*\bsandbox=""', frame)
+        footer = '<meta http-equiv="refresh" content="0;url=https://evil.example/">'
+        preview = await client.post(
+            "/console/marketing/preview",
+            data={"csrf_token": csrf, "html_footer": footer + "{{ unsubscribe_url }}"},
+        )
+        assert preview.status_code == 200 and footer in preview.text  # as a mail client sees it
+        policy = [d.strip() for d in preview.headers["content-security-policy"].split(";")]
+        assert "sandbox" in policy and "default-src 'none'" in policy
