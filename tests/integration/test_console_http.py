@@ -421,3 +421,40 @@ async def test_stored_markup_is_shown_as_text(console: tuple[Installation, str])
         assert preview.status_code == 200 and footer in preview.text  # as a mail client sees it
         policy = [d.strip() for d in preview.headers["content-security-policy"].split(";")]
         assert "sandbox" in policy and "default-src 'none'" in policy
+
+
+async def test_item_counts_are_shared_for_their_period(console: tuple[Installation, str]) -> None:
+    """A count kept for the refreshes of every tab is not counted again; the campaigns
+    themselves (status, name, new ones) are read fresh each time."""
+    from mailroom_common.campaign_counts import KeptCounts, campaign_progress
+
+    install, _ = console
+    pool = install.pool
+    assert pool is not None
+    audience = await make_audience(pool, 3, tag="shared")
+    campaign_id = await make_campaign(pool, audience, name="Shared")
+    await pool.execute(
+        "INSERT INTO campaign_items (campaign_id, contact_id, email)"
+        " SELECT DISTINCT ON (lower(email)) $1, id, email FROM contacts"
+        " WHERE email LIKE 'user%@shared.example.test' ORDER BY lower(email), id",
+        campaign_id,
+    )
+    ended, running = KeptCounts(3600), KeptCounts(3600)
+
+    def mine(listed: list[dict[str, object]], wanted: int) -> dict[str, object]:
+        return next(c for c in listed if c["id"] == wanted)
+
+    first = mine(await campaign_progress(pool, 50, ended, running), campaign_id)
+    assert first["counts"] == {"pending": 3}
+    await pool.execute(
+        "UPDATE campaign_items SET status = 'skipped' WHERE campaign_id = $1", campaign_id
+    )
+    await pool.execute("UPDATE campaigns SET name = 'Shared, renamed' WHERE id = $1", campaign_id)
+    newer = await make_campaign(pool, audience, name="Shared, newer")
+    listed = await campaign_progress(pool, 50, ended, running)
+    again = mine(listed, campaign_id)
+    assert again["counts"] == {"pending": 3} and again["counted_at_ms"] == first["counted_at_ms"]
+    assert again["name"] == "Shared, renamed"
+    assert mine(listed, newer)["counts"] == {}
+    fresh = mine(await campaign_progress(pool, 50), campaign_id)
+    assert fresh["counts"] == {"skipped": 3}

@@ -28,7 +28,6 @@ from urllib.parse import quote
 
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from mailroom_common.campaign_counts import EndedCounts, campaign_progress
 from mailroom_common.campaign_lifecycle import CANCELLABLE_STATUSES, PAUSABLE_STATUSES
 from mailroom_common.events import CampaignCancel, CampaignPause, CampaignResume, Event, JobRun
 from mailroom_common.http import PEER
@@ -43,6 +42,7 @@ from starlette.routing import Route
 from mailroom_config import settings_ops
 from mailroom_config.console import forms
 from mailroom_config.console.preview import render_preview
+from mailroom_config.console.progress import SharedProgress
 from mailroom_config.console.security import (
     PREVIEW_CSP,
     BadForm,
@@ -114,7 +114,7 @@ class Console:
         self.current = current
         self.templates = _environment()
         self.throttle = SignInThrottle()
-        self.ended = EndedCounts()
+        self.progress = SharedProgress(CAMPAIGNS_SHOWN)
         self._sessions: Sessions | None = None
         self.static = {
             name: resources.files("mailroom_config.console").joinpath("static", name).read_bytes()
@@ -472,7 +472,7 @@ class Console:
             session,
             "campaigns.html",
             "Campaigns",
-            campaigns=await campaign_progress(rt.pool, CAMPAIGNS_SHOWN, self.ended),
+            campaigns=await self.progress.campaigns(rt.pool),
             history=history,
             sent=sent if sent in ACTIONS else None,
             sent_campaign=int(campaign) if campaign.isdigit() and len(campaign) < 19 else None,
@@ -485,7 +485,7 @@ class Console:
             request,
             "campaigns_table.html",
             session=session,
-            campaigns=await campaign_progress(rt.pool, CAMPAIGNS_SHOWN, self.ended),
+            campaigns=await self.progress.campaigns(rt.pool),
             **_campaign_rules(),
         )
 
