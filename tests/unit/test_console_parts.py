@@ -18,6 +18,8 @@ def test_sign_in_leads_only_to_a_console_page() -> None:
         "//evil.example",
         "/console//evil.example",
         "/console/../admin",
+        "/console/%2e%2e/%2E%2e/settings",  # a browser resolves these dots too
+        "/console/%2F%2Fevil.example",
         "/console\\\\evil",
         "/console/sign-out",
         "/console/x\nSet-Cookie: a=b",

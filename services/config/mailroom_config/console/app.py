@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -563,13 +563,15 @@ def _random() -> str:
 
 def _safe_next(value: str | None) -> str:
     """Where to go after signing in: a console page of ours, never another site."""
+    # a browser decodes %2e and %2f (and %5c) in a path before resolving it
+    plain = unquote(value) if value else ""
     if (
         value
         and value.startswith(PREFIX + "/")
-        and "//" not in value
-        and ".." not in value
-        and "\\" not in value
-        and value.isprintable()
+        and "//" not in plain
+        and ".." not in plain
+        and "\\" not in plain
+        and plain.isprintable()
         and len(value) < 200
         and not value.startswith(PREFIX + "/sign")
     ):
