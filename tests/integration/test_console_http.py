@@ -143,6 +143,13 @@ async def test_forms_need_the_csrf_token_and_the_same_origin(
         assert answer.status_code == 422
         assert 'id="f-port-error"' in answer.text and 'aria-invalid="true"' in answer.text
         assert await smtp_version(install) == before + 1
+        # no secret in the service's log: the password, the admin token, the session
+        session_cookie = client.cookies.get("mailroom_console")
+        assert session_cookie
+        logged = install.log_text()
+        assert "signed in" in logged  # the log is the right one
+        for secret in (PASSWORD, RUN_ADMIN_TOKEN, session_cookie, session_cookie.split(".")[0]):
+            assert secret not in logged
 
 
 async def test_sessions_cookie_sign_out_and_expiry(console: tuple[Installation, str]) -> None:
