@@ -193,6 +193,18 @@ async def test_sessions_cookie_sign_out_and_expiry(console: tuple[Installation, 
             assert not re.search(r"<[a-z][^>]*\son[a-z]+\s*=", html), path  # no handler
             assert not re.search(r"<[a-z][^>]*\sstyle\s*=", html), path
 
+        # a forged or altered cookie opens nothing; signing in again makes a new session
+        secret = client.cookies["mailroom_console"].split(".")[0]
+        for forged in (f"{secret}.{'0' * 64}", f"{secret}x.{secret}", "a.b", "x" * 5000):
+            async with httpx.AsyncClient(
+                base_url=base, cookies={"mailroom_console": forged}
+            ) as forger:
+                assert (await forger.get("/console/jobs")).status_code == 303, forged
+                assert (await forger.get("/console/jobs/live")).status_code == 401, forged
+        await sign_in(client, RUN_ADMIN_TOKEN)
+        assert client.cookies["mailroom_console"].split(".")[0] != secret
+        page = await client.get("/console/jobs")
+
         # sign-out ends the session on the server: the old cookie opens nothing
         saved = dict(client.cookies)
         await client.post("/console/sign-out", data={"csrf_token": csrf_of(page.text)})
