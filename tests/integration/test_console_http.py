@@ -143,6 +143,13 @@ async def test_forms_need_the_csrf_token_and_the_same_origin(
         assert answer.status_code == 422
         assert 'id="f-port-error"' in answer.text and 'aria-invalid="true"' in answer.text
         assert await smtp_version(install) == before + 1
+        # no secret in the service's log: the password, the admin token, the session
+        session_cookie = client.cookies.get("mailroom_console")
+        assert session_cookie
+        logged = install.log_text()
+        assert "signed in" in logged  # the log is the right one
+        for secret in (PASSWORD, RUN_ADMIN_TOKEN, session_cookie, session_cookie.split(".")[0]):
+            assert secret not in logged
 
 
 async def test_sessions_cookie_sign_out_and_expiry(console: tuple[Installation, str]) -> None:
@@ -185,6 +192,18 @@ async def test_sessions_cookie_sign_out_and_expiry(console: tuple[Installation, 
             assert not re.search(r"<script(?![^>]*\bsrc=)", html), path  # no inline script
             assert not re.search(r"<[a-z][^>]*\son[a-z]+\s*=", html), path  # no handler
             assert not re.search(r"<[a-z][^>]*\sstyle\s*=", html), path
+
+        # a forged or altered cookie opens nothing; signing in again makes a new session
+        secret = client.cookies["mailroom_console"].split(".")[0]
+        for forged in (f"{secret}.{'0' * 64}", f"{secret}x.{secret}", "a.b", "x" * 5000):
+            async with httpx.AsyncClient(
+                base_url=base, cookies={"mailroom_console": forged}
+            ) as forger:
+                assert (await forger.get("/console/jobs")).status_code == 303, forged
+                assert (await forger.get("/console/jobs/live")).status_code == 401, forged
+        await sign_in(client, RUN_ADMIN_TOKEN)
+        assert client.cookies["mailroom_console"].split(".")[0] != secret
+        page = await client.get("/console/jobs")
 
         # sign-out ends the session on the server: the old cookie opens nothing
         saved = dict(client.cookies)
@@ -316,6 +335,18 @@ async def test_a_trusted_proxy_names_the_user() -> None:
             )
             assert answer.status_code == 303
             assert "Signed in as <strong>carol</strong>" in (await client.get("/console/jobs")).text
+            # as a real proxy sends it: the browser's address in X-Forwarded-For (the proxy
+            # is still the peer the trust is about, not the browser)
+            async with httpx.AsyncClient(base_url=base) as proxied:
+                forwarded = {"X-Forwarded-User": "dave", "X-Forwarded-For": "203.0.113.5"}
+                page = await proxied.get("/console/sign-in", headers=forwarded)
+                assert "Continue as dave" in page.text
+                answer = await proxied.post(
+                    "/console/sign-in",
+                    data={"csrf_token": csrf_of(page.text), "mode": "proxy"},
+                    headers=forwarded,
+                )
+                assert answer.status_code == 303
             # without the header, "proxy" mode is no sign-in
             async with httpx.AsyncClient(base_url=base) as other:
                 page = await other.get("/console/sign-in")
@@ -357,3 +388,92 @@ async def test_a_campaigns_unsubscribes_are_counted_and_shown(
         page = (await client.get("/console/campaigns/live")).text
     row = page[page.index(f'id="campaign-{campaign_id}"') :]
     assert '<td data-label="Unsubscribes">2</td>' in row[: row.index("</tr>")]
+
+
+MARKUP = "<img src=x onerror=alert(1)>\"'</td><script>alert(2)</script>"
+
+
+async def test_stored_markup_is_shown_as_text(console: tuple[Installation, str]) -> None:
+    """What others wrote (a campaign's name, a pause reason, a job's error) never becomes
+    markup in the console; the footer preview, which shows the admin's own HTML as HTML,
+    runs in a sandbox (the frame's and its own Content-Security-Policy)."""
+    from mailroom_common.jobs import JOBS
+
+    install, base = console
+    assert install.pool is not None
+    audience = await make_audience(install.pool, 1, tag="markup")
+    campaign_id = await make_campaign(install.pool, audience, name=f"Sale {MARKUP}")
+    for status in ("scheduled", "paused"):
+        await install.pool.execute(
+            "UPDATE campaigns SET status = $2, paused_from = 'scheduled', pause_reason = $3"
+            " WHERE id = $1",
+            campaign_id,
+            status,
+            MARKUP,
+        )
+    await install.pool.execute(
+        "INSERT INTO job_heartbeats (job, instance, service, last_seen, last_error, last_error_at)"
+        " VALUES ($1, 'markup:1', $2, now(), $3, now())",
+        JOBS[0].name,
+        JOBS[0].service,
+        MARKUP,
+    )
+    async with httpx.AsyncClient(base_url=base) as client:
+        csrf = await sign_in(client, RUN_ADMIN_TOKEN)
+        for path in (
+            "campaigns",
+            "campaigns/live",
+            f"campaigns/{campaign_id}/resume",
+            "jobs",
+            "jobs/live",
+        ):
+            page = (await client.get(f"/console/{path}")).text
+            assert "&lt;img src=x onerror=alert(1)&gt;&#34;&#39;&lt;/td&gt;" in page, path
+            assert "<img src=x" not in page and "<script>alert" not in page, path
+        frame = (await client.get("/console/marketing")).text
+        assert re.search(r'<iframe [^>]*\bsandbox=""', frame)
+        footer = '<meta http-equiv="refresh" content="0;url=https://evil.example/">'
+        preview = await client.post(
+            "/console/marketing/preview",
+            data={"csrf_token": csrf, "html_footer": footer + "{{ unsubscribe_url }}"},
+        )
+        assert preview.status_code == 200 and footer in preview.text  # as a mail client sees it
+        policy = [d.strip() for d in preview.headers["content-security-policy"].split(";")]
+        assert "sandbox" in policy and "default-src 'none'" in policy
+
+
+async def test_item_counts_are_shared_for_their_period(console: tuple[Installation, str]) -> None:
+    """A count kept for the refreshes of every tab is not counted again; the campaigns
+    themselves (status, name, new ones) are read fresh each time."""
+    from mailroom_common.campaign_counts import KeptCounts, campaign_progress
+
+    install, _ = console
+    pool = install.pool
+    assert pool is not None
+    audience = await make_audience(pool, 3, tag="shared")
+    campaign_id = await make_campaign(pool, audience, name="Shared")
+    await pool.execute(
+        "INSERT INTO campaign_items (campaign_id, contact_id, email)"
+        " SELECT DISTINCT ON (lower(email)) $1, id, email FROM contacts"
+        " WHERE email LIKE 'user%@shared.example.test' ORDER BY lower(email), id",
+        campaign_id,
+    )
+    ended, running = KeptCounts(3600), KeptCounts(3600)
+
+    def mine(listed: list[dict[str, object]], wanted: int) -> dict[str, object]:
+        return next(c for c in listed if c["id"] == wanted)
+
+    first = mine(await campaign_progress(pool, 50, ended, running), campaign_id)
+    assert first["counts"] == {"pending": 3}
+    await pool.execute(
+        "UPDATE campaign_items SET status = 'skipped' WHERE campaign_id = $1", campaign_id
+    )
+    await pool.execute("UPDATE campaigns SET name = 'Shared, renamed' WHERE id = $1", campaign_id)
+    newer = await make_campaign(pool, audience, name="Shared, newer")
+    listed = await campaign_progress(pool, 50, ended, running)
+    again = mine(listed, campaign_id)
+    assert again["counts"] == {"pending": 3} and again["counted_at_ms"] == first["counted_at_ms"]
+    assert again["name"] == "Shared, renamed"
+    assert mine(listed, newer)["counts"] == {}
+    fresh = mine(await campaign_progress(pool, 50), campaign_id)
+    assert fresh["counts"] == {"skipped": 3}

@@ -3,7 +3,7 @@ cache of ended campaigns' counts, the CSRF and session tokens."""
 
 from __future__ import annotations
 
-from mailroom_common.campaign_counts import EndedCounts
+from mailroom_common.campaign_counts import KeptCounts
 from mailroom_config.console.app import _safe_next
 from mailroom_config.console.forms import changes_from, shown_values
 from mailroom_config.console.sessions import Sessions, same_token
@@ -18,6 +18,8 @@ def test_sign_in_leads_only_to_a_console_page() -> None:
         "//evil.example",
         "/console//evil.example",
         "/console/../admin",
+        "/console/%2e%2e/%2E%2e/settings",  # a browser resolves these dots too
+        "/console/%2F%2Fevil.example",
         "/console\\\\evil",
         "/console/sign-out",
         "/console/x\nSet-Cookie: a=b",
@@ -49,12 +51,12 @@ def test_a_form_is_the_change_the_api_takes() -> None:
 
 
 def test_ended_counts_are_kept_for_their_period() -> None:
-    kept = EndedCounts(seconds=60)
+    kept = KeptCounts(seconds=60)
     assert kept.get(1) is None
     kept.put(1, {"sent": 3})
     assert kept.get(1) == {"sent": 3}
-    assert EndedCounts(seconds=0).get(1) is None
-    tiny = EndedCounts(size=2)
+    assert KeptCounts(seconds=0).get(1) is None
+    tiny = KeptCounts(size=2)
     for i in range(3):
         tiny.put(i, {})
     assert len(tiny.kept) <= 2
@@ -74,3 +76,10 @@ def test_csrf_tokens_are_bound_to_their_session() -> None:
     assert sessions._secret_of(f"{secret}.{other._mac(secret)}") is None
     assert sessions._secret_of(f"{secret}x.{sessions._mac(secret)}") is None
     assert sessions._secret_of("x" * 500) is None
+
+
+def test_kept_counts_say_when_they_were_counted() -> None:
+    kept = KeptCounts(seconds=60)
+    kept.put(1, {"sent": 3}, counted_at_ms=1234)
+    assert kept.found(1) == (1234, {"sent": 3})
+    assert kept.found(2) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 
 @dataclass(frozen=True)
@@ -98,3 +100,21 @@ def health_app(services: list[str], readiness: ReadinessProbe) -> Starlette:
             Route("/metrics", metrics),
         ]
     )
+
+
+PEER = "mailroom.peer"  # the scope key of the connection's own (host, port)
+
+
+def keep_peer(app: ASGIApp, forwarded_allow_ips: str) -> ASGIApp:
+    """`app` behind uvicorn's X-Forwarded-For handling (scope["client"]: the browser a
+    trusted proxy names), with the connection's own address kept in scope[PEER] first: a
+    check of which proxy sent a request needs that one, which uvicorn's own handling loses."""
+    # uvicorn types its middleware with its own ASGI types, which starlette's are not
+    forwarded = cast(ASGIApp, ProxyHeadersMiddleware(app, trusted_hosts=forwarded_allow_ips))  # type: ignore[arg-type]
+
+    async def with_peer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope[PEER] = scope.get("client")
+        await forwarded(scope, receive, send)
+
+    return with_peer

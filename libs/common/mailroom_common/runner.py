@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
 
@@ -31,7 +32,7 @@ from mailroom_common.broker import declare_topology, make_broker
 from mailroom_common.broker_policy import apply_delivery_limit
 from mailroom_common.db import create_pool
 from mailroom_common.events import JobRun, SettingsChanged
-from mailroom_common.http import PathDispatcher, Readiness, health_app, not_found
+from mailroom_common.http import PathDispatcher, Readiness, health_app, keep_peer, not_found
 from mailroom_common.intake import subscribe
 from mailroom_common.jobs import Heartbeats, jobs_of_services
 from mailroom_common.metrics import SERVICE_UP
@@ -147,7 +148,8 @@ class ServiceProcess:
 
     async def _serve(self, app: object, port: int, name: str) -> _HttpServer:
         config = uvicorn.Config(
-            app,  # type: ignore[arg-type]
+            keep_peer(app, os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")),  # type: ignore[arg-type]
+            proxy_headers=False,  # done by keep_peer, as uvicorn would
             host=self.settings.http_host,
             port=port,
             log_level="warning",

@@ -24,13 +24,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from mailroom_common.campaign_counts import EndedCounts, campaign_progress
 from mailroom_common.campaign_lifecycle import CANCELLABLE_STATUSES, PAUSABLE_STATUSES
 from mailroom_common.events import CampaignCancel, CampaignPause, CampaignResume, Event, JobRun
+from mailroom_common.http import PEER
 from mailroom_common.job_overview import JobRunRefused, JobsOverview, read_overview, run_request
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import DEFAULT_HTML_FOOTER, DEFAULT_TEXT_FOOTER
@@ -42,6 +42,7 @@ from starlette.routing import Route
 from mailroom_config import settings_ops
 from mailroom_config.console import forms
 from mailroom_config.console.preview import render_preview
+from mailroom_config.console.progress import SharedProgress
 from mailroom_config.console.security import (
     PREVIEW_CSP,
     BadForm,
@@ -113,7 +114,7 @@ class Console:
         self.current = current
         self.templates = _environment()
         self.throttle = SignInThrottle()
-        self.ended = EndedCounts()
+        self.progress = SharedProgress(CAMPAIGNS_SHOWN)
         self._sessions: Sessions | None = None
         self.static = {
             name: resources.files("mailroom_config.console").joinpath("static", name).read_bytes()
@@ -193,10 +194,12 @@ class Console:
         request comes from it."""
         settings = self.current().settings
         header = settings.console_trusted_header
-        if not header or request.client is None:
+        # the connection's own address (the proxy), not the browser it names in X-Forwarded-For
+        connected = request.scope.get(PEER) or request.scope.get("client")
+        if not header or not connected:
             return None
         try:
-            peer = ipaddress.ip_address(request.client.host)
+            peer = ipaddress.ip_address(connected[0])
         except ValueError:
             return None
         trusted = any(
@@ -469,7 +472,7 @@ class Console:
             session,
             "campaigns.html",
             "Campaigns",
-            campaigns=await campaign_progress(rt.pool, CAMPAIGNS_SHOWN, self.ended),
+            campaigns=await self.progress.campaigns(rt.pool),
             history=history,
             sent=sent if sent in ACTIONS else None,
             sent_campaign=int(campaign) if campaign.isdigit() and len(campaign) < 19 else None,
@@ -482,7 +485,7 @@ class Console:
             request,
             "campaigns_table.html",
             session=session,
-            campaigns=await campaign_progress(rt.pool, CAMPAIGNS_SHOWN, self.ended),
+            campaigns=await self.progress.campaigns(rt.pool),
             **_campaign_rules(),
         )
 
@@ -560,13 +563,15 @@ def _random() -> str:
 
 def _safe_next(value: str | None) -> str:
     """Where to go after signing in: a console page of ours, never another site."""
+    # a browser decodes %2e and %2f (and %5c) in a path before resolving it
+    plain = unquote(value) if value else ""
     if (
         value
         and value.startswith(PREFIX + "/")
-        and "//" not in value
-        and ".." not in value
-        and "\\" not in value
-        and value.isprintable()
+        and "//" not in plain
+        and ".." not in plain
+        and "\\" not in plain
+        and plain.isprintable()
         and len(value) < 200
         and not value.startswith(PREFIX + "/sign")
     ):

@@ -16,10 +16,11 @@ CSP = (
     " base-uri 'none'"
 )
 # the footer preview: a rendered email (inline styles are the norm there), shown in the
-# console's own frame, with nothing able to run or load
+# console's own frame, with nothing able to run or load, and sandboxed (opened on its own
+# too): no refresh or link can take the frame or the console elsewhere
 PREVIEW_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none';"
-    " frame-ancestors 'self'; base-uri 'none'"
+    " frame-ancestors 'self'; base-uri 'none'; sandbox"
 )
 HEADERS = {
     "X-Content-Type-Options": "nosniff",

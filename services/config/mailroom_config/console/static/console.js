@@ -2,18 +2,27 @@
 // preview following the typing. Served as a file: the pages allow no inline script.
 "use strict";
 (function () {
+  // sent/s between two counts, by the server's time of each count (tabs share a count:
+  // a refresh may bring the same one again, which changes nothing)
   function rates(region, seen) {
-    const now = performance.now();
     region.querySelectorAll("[data-sent]").forEach(function (cell) {
       const id = cell.dataset.campaign;
       const sent = Number(cell.dataset.sent);
+      const at = Number(cell.dataset.at);
       const out = cell.querySelector("[data-rate]");
       const before = seen[id];
-      if (before && out && now > before.at) {
-        const perSecond = Math.max(0, sent - before.sent) / ((now - before.at) / 1000);
-        out.textContent = perSecond.toFixed(1);
+      if (before && at <= before.at) {
+        if (out && before.shown) {
+          out.textContent = before.shown;
+        }
+        return;
       }
-      seen[id] = { sent: sent, at: now };
+      let shown = "";
+      if (before && out) {
+        shown = (Math.max(0, sent - before.sent) / ((at - before.at) / 1000)).toFixed(1);
+        out.textContent = shown;
+      }
+      seen[id] = { sent: sent, at: at, shown: shown };
     });
   }
 
