@@ -216,6 +216,13 @@ async def test_erasure_removes_the_person_and_is_idempotent(installation: Instal
         )
         assert outcome.events == ()
         assert await columns_holding(pool, ["gone.person@example.com"]) == {}
+        # an unproven one (no VERP address of ours) is recorded, but by the address's hash
+        unsigned = dsn("bounces@mailroom.test", "Gone.Person@Example.com")
+        await Recorder(pool, signer).record(unsigned, analyse(unsigned), BounceMailbox())
+        assert await columns_holding(pool, ["gone.person@example.com"]) == {}
+        recorded = await pool.fetchrow("SELECT email, diagnostic, matched_by FROM bounces")
+        assert recorded is not None and recorded["matched_by"] is None
+        assert recorded["email"].startswith("sha256:") and recorded["diagnostic"] is None
         assert await columns_holding(pool, ["kept@example.com"]) == {"contacts.email": 1}
         assert await pool.fetchval(
             "SELECT email = mailroom_address_hash('GONE.person@example.com') FROM suppressions"

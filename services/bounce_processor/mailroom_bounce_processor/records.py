@@ -168,6 +168,12 @@ async def _suppress(conn: PoolConnectionProxy, email: str, reason: str, detail: 
         SUPPRESSIONS.labels(reason).inc()
 
 
+# the hashed form of an erased address (its suppression keeps only the hash); NULL otherwise
+ERASED_ADDRESS_HASH = """
+SELECT s.email FROM suppressions s WHERE s.email = mailroom_address_hash($1)
+"""
+
+
 def _erased(item: dict[str, Any] | None) -> bool:
     """The item's recipient was erased (contact.erased): its address is gone for good."""
     return item is not None and str(item["email"]).startswith("erased:")
@@ -429,6 +435,12 @@ class Recorder:
                     _clean(f"bounced ({kind}): {status or 'no status'} {diagnostic or ''}".strip()),
                     list(BOUNCEABLE),
                 )
+        if item is None:
+            hashed = await conn.fetchval(ERASED_ADDRESS_HASH, email)
+            if hashed is not None:
+                # a person erased since (contact.erased): an unproven record keeps no trace
+                # of the address, neither the address nor what quotes it
+                email, diagnostic, headers = hashed, None, {}
         await conn.execute(
             "INSERT INTO bounces (item_id, campaign_id, email, kind, action, status, diagnostic,"
             " matched_by, digest, headers, autoresponder_item_id)"
