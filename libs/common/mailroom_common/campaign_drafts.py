@@ -40,6 +40,7 @@ from jinja2 import meta, nodes
 
 from mailroom_common.events import CampaignCreate, CampaignUpdate
 from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
+from mailroom_common.rendering.message import RECIPIENT_VARIABLES
 from mailroom_common.rendering.templates import (
     HTML,
     HTML_ENVIRONMENT,
@@ -68,8 +69,8 @@ _DRAFT = (
 )
 _DRAFT_FOR_UPDATE = _DRAFT + " FOR UPDATE"
 _UPDATE_TRIES = 20  # each try, one of the updates racing on a draft lands
-# what a campaign's templates are given (rendering.message._variables, and the campaign)
-_TEMPLATE_NAMES = frozenset({"contact", "campaign", "unsubscribe_url", "manage_url"})
+# what a campaign's templates are given: the recipient's variables, and the campaign
+_TEMPLATE_NAMES = RECIPIENT_VARIABLES | {"campaign"}
 # what campaign.update may change besides the lists
 _TEXT_FIELDS = (
     "name",
@@ -312,7 +313,7 @@ async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign
         html_footer=marketing.html_footer,
     )
     try:
-        await asyncio.to_thread(_compile, content, campaign.name)
+        await asyncio.to_thread(check_message, content, campaign.name)
     except TemplateProblem as problem:
         raise CampaignProblem(
             _FIELD_OF_PART.get(problem.part, problem.part),
@@ -322,7 +323,7 @@ async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign
         ) from problem
 
 
-def _compile(content: MessageContent, name: str) -> None:
+def check_message(content: MessageContent, name: str) -> None:
     """Compile as the message processor will, then look for names no template can be given:
     `{{ first_name }}` for `{{ contact.first_name }}` would render as nothing for everyone.
     Only here, when a campaign is defined: a stored campaign renders as it always did."""
@@ -335,7 +336,15 @@ def _compile(content: MessageContent, name: str) -> None:
         if source is None:
             continue
         tree = environment.parse(source)
-        unknown = meta.find_undeclared_variables(tree) - _TEMPLATE_NAMES - set(environment.globals)
+        # a name set anywhere counts as given: Jinja reports one set in the branches of an
+        # `if` as undeclared (it may be unset), but that is the template's own variable
+        stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        unknown = (
+            meta.find_undeclared_variables(tree)
+            - _TEMPLATE_NAMES
+            - set(environment.globals)
+            - stored
+        )
         if unknown:
             first = min(
                 (node.lineno, node.name)
