@@ -35,9 +35,9 @@ from email.utils import parseaddr
 from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
-from email_validator import EmailNotValidError, validate_email
 from jinja2 import meta, nodes
 
+from mailroom_common.addresses import AddressProblem, check_sender
 from mailroom_common.events import CampaignCreate, CampaignUpdate
 from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
 from mailroom_common.rendering.message import RECIPIENT_VARIABLES
@@ -365,11 +365,9 @@ def _check_address(field: str, part: str, value: str) -> None:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise CampaignProblem(field, "holds a control character (a line break?)")
     try:
-        validate_email(
-            value.strip(), check_deliverability=False, allow_smtputf8=False, test_environment=True
-        )
-    except EmailNotValidError as error:
-        raise CampaignProblem(field, str(error), said=f"{part}: {error}") from None
+        check_sender(value.strip())  # the rules of the SMTP account's From (config)
+    except AddressProblem as problem:
+        raise CampaignProblem(field, str(problem), said=f"{part}: {problem}") from None
 
 
 async def _target_lists(
