@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from mailroom_common.campaign_drafts import CampaignProblem, NewCampaign, check_message
+from mailroom_common.campaign_drafts import CampaignProblem, NewCampaign, check_campaign
 from mailroom_common.events import (
     CAMPAIGN_COMMANDS,
     CampaignCreate,
@@ -14,7 +14,7 @@ from mailroom_common.events import (
     unknown_fields,
 )
 from mailroom_common.intake import describe_validation_error
-from mailroom_common.rendering import MessageContent, TemplateProblem
+from mailroom_common.rendering import TemplateProblem
 from mailroom_common.runtime_settings import MarketingSettings
 from pydantic import ValidationError
 
@@ -74,19 +74,17 @@ def test_a_problem_gives_the_field_to_the_command_and_the_old_wording_to_the_cli
     )
 
 
-def _message(html: str = "<p>x</p>", **changes: Any) -> MessageContent:
-    marketing = MarketingSettings()
+def _campaign(**changes: Any) -> NewCampaign:
     values: dict[str, Any] = {
+        "name": "Spring",
         "subject": "News for {{ contact.first_name }}",
-        "html": html,
-        "text": None,
-        "from_name": "",
         "from_email": "news@example.com",
-        "reply_to": None,
-        "text_footer": marketing.text_footer,
-        "html_footer": marketing.html_footer,
+        "from_name": "",
+        "html_template": "<p>x</p>",
+        "text_template": None,
+        "lists": ["readers"],
     }
-    return MessageContent(**{**values, **changes})
+    return NewCampaign(**{**values, **changes})
 
 
 @pytest.mark.parametrize(
@@ -111,24 +109,24 @@ def _message(html: str = "<p>x</p>", **changes: Any) -> MessageContent:
     ],
 )
 def test_a_template_that_uses_only_what_it_is_given_or_makes_is_taken(html: str) -> None:
-    check_message(_message(html), "Spring")
-    check_message(_message(text=html, subject=html), "Spring")
+    check_campaign(_campaign(html_template=html), MarketingSettings())
+    check_campaign(_campaign(text_template=html, subject=html), MarketingSettings())
 
 
 @pytest.mark.parametrize(
     ("where", "template", "name", "line"),
     [
-        ("html", "<p>\n{{ first_name }}</p>", "first_name", 2),
+        ("html_template", "<p>\n{{ first_name }}</p>", "first_name", 2),
         ("subject", "Hi {{ contact.first_name }} {{ campaign_name }}", "campaign_name", 1),
-        ("text", "{% for x in items %}{{ x }}{% endfor %}", "items", 1),
-        ("html", "{{ greet }}{% if contact.vip %}{% set hello = 1 %}{% endif %}", "greet", 1),
+        ("text_template", "{% for x in items %}{{ x }}{% endfor %}", "items", 1),
+        ("html_template", "{{ greet }}{% if contact.vip %}{% set hi = 1 %}{% endif %}", "greet", 1),
     ],
 )
 def test_a_name_no_template_is_given_is_refused_where_it_is(
     where: str, template: str, name: str, line: int
 ) -> None:
-    content = _message(**{where: template})
     with pytest.raises(TemplateProblem) as refused:
-        check_message(content, "Spring")
-    assert (refused.value.part, refused.value.line) == (where, line)
+        check_campaign(_campaign(**{where: template}), MarketingSettings())
+    part = {"html_template": "html", "text_template": "text"}.get(where, where)
+    assert (refused.value.part, refused.value.line) == (part, line)
     assert f"unknown variable '{name}'" in refused.value.problem
