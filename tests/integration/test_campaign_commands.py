@@ -210,6 +210,11 @@ REFUSED: list[tuple[str, dict[str, Any] | bytes, str]] = [
     ),
     ("unknown variable in the subject", _create(subject="{{ camp.name }}"), "subject, line 1:"),
     ("unknown filter", _create(text_template="{{ 1 | shell }}"), "text_template, line 1:"),
+    (
+        "32,000 merge fields",
+        _create(html_template="<p>{{ contact.first_name }}</p>" * 32_000),
+        "html_template: 32,000 merge fields and tags ({{ }}, {% %}); at most 2,000 allowed",
+    ),
     ("unknown list", _create(lists=["readers", "nope"]), "lists: no list named 'nope'"),
     ("unknown list id", _create(lists=[], list_ids=[99]), "list_ids: list 99 does not exist"),
     ("no list", _create(lists=[]), "lists: name at least one target list (lists or list_ids)"),
