@@ -213,7 +213,7 @@ REFUSED: list[tuple[str, dict[str, Any] | bytes, str]] = [
     (
         "32,000 merge fields",
         _create(html_template="<p>{{ contact.first_name }}</p>" * 32_000),
-        "html_template: 32,000 merge fields and tags ({{ }}, {% %}); at most 2,000 allowed",
+        "html_template: 32,000 merge fields and tags ({{ }}, {% %}); at most 1,000 allowed",
     ),
     ("unknown list", _create(lists=["readers", "nope"]), "lists: no list named 'nope'"),
     ("unknown list id", _create(lists=[], list_ids=[99]), "list_ids: list 99 does not exist"),
