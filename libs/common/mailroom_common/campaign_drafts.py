@@ -260,19 +260,20 @@ def _require_draft(campaign_id: int, status: str) -> None:
 async def _made_before(
     pool: Pool, key: str | None, message_id: str | None, digest: bytes
 ) -> CreatedCampaign | None:
-    what, column = ("idempotency_key", key) if key is not None else ("message_id", message_id)
-    row = await pool.fetchrow(
-        "SELECT id, request_digest FROM campaigns WHERE idempotency_key = $1"
+    what, column, value = (
+        ("idempotency_key", "idempotency_key", key)
         if key is not None
-        else "SELECT id, request_digest FROM campaigns WHERE request_message_id = $1",
-        column,
+        else ("message_id", "request_message_id", message_id)
+    )
+    row = await pool.fetchrow(
+        f"SELECT id, request_digest FROM campaigns WHERE {column} = $1", value
     )
     if row is None:
         return None
     if bytes(row["request_digest"]) != digest:
         raise CampaignProblem(
             what,
-            f"{key or message_id!r} already created campaign {row['id']} with other content;"
+            f"{value!r} already created campaign {row['id']} with other content;"
             " a new campaign needs a new key",
         )
     return CreatedCampaign(row["id"], replayed=True)
