@@ -5,11 +5,13 @@
 campaign the CLI refuses is refused by command for the same reason, and the other way round.
 
 What is checked, before anything is written:
-- templates: subject, HTML and text compiled in the sandbox with the marketing footers and
-  trial-rendered (`rendering.compile_message`, in a worker thread: it may take seconds), and
-  no variable used that no template is given (`{{ first_name }}`, not `contact.first_name`);
-- From and Reply-To: addresses by email-validator's rules (ASCII, a domain with a dot, no
-  special-use domain but `.test`, no control characters), then the renderer's own check;
+- templates: subject, HTML and text compiled as the message processor compiles them, with
+  the marketing footers, and trial-rendered (`campaign_message.compile_campaign`, in a
+  thread of its own: it may take a second), and no variable used that no template is given
+  (`{{ first_name }}`, not `contact.first_name`);
+- From and Reply-To: the rules of the SMTP account's From (`addresses.check_sender`: ASCII,
+  a domain with a dot, no special-use domain but `.test`), no control characters, then the
+  renderer's own check;
 - target lists: at least one, each known (by name or id), resolved in the transaction that
   stores them.
 
@@ -30,6 +32,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
@@ -69,6 +72,10 @@ _DRAFT = (
     " ORDER BY list_id) AS list_ids FROM campaigns WHERE id = $1"
 )
 _DRAFT_FOR_UPDATE = _DRAFT + " FOR UPDATE"
+# drafts are checked one at a time in a thread of their own: a CRM sending many costly
+# templates at once takes one core at most, and never the default executor that rendering
+# shares (`mailroom run all`)
+_CHECKS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailroom-draft-check")
 _UPDATE_TRIES = 20  # each try, one of the updates racing on a draft lands
 # what a campaign's templates are given: the recipient's variables, and the campaign
 _TEMPLATE_NAMES = RECIPIENT_VARIABLES | {"campaign"}
@@ -285,7 +292,9 @@ async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign
         _check_address("reply_to", "reply-to", parseaddr(campaign.reply_to)[1] or campaign.reply_to)
     marketing, _ = await SettingsStore(pool, settings.settings_key).load(MarketingSettings)
     try:
-        await asyncio.to_thread(check_campaign, campaign, marketing)
+        await asyncio.get_running_loop().run_in_executor(
+            _CHECKS, check_campaign, campaign, marketing
+        )
     except TemplateProblem as problem:
         raise CampaignProblem(
             _FIELD_OF_PART.get(problem.part, problem.part),
