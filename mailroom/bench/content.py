@@ -55,7 +55,7 @@ def render_messages(
     """The messages the pipeline would send `contacts` for `campaign` (a campaigns row),
     with item ids that belong to no item."""
     marketing = marketing or MarketingSettings()
-    compiled = compile_campaign(campaign, marketing)  # type: ignore[arg-type]
+    compiled = compile_campaign(campaign, marketing)
     signer = signer_of(settings)
     sending = sending_for(account or SmtpAccount(), campaign["from_email"], settings)
     source = f"c{campaign['id']}"

@@ -190,6 +190,40 @@ async def test_a_create_answers_with_its_campaign_and_a_repeat_with_the_same_one
     assert [(r["request"], r["n"]) for r in counts] == [("No key", 2), ("crm-1", 1), ("crm-2", 1)]
 
 
+async def test_a_repeat_after_the_launch_answers_with_the_launched_campaign(
+    installation: Installation,
+) -> None:
+    """A CRM that retries a create after it launched the campaign gets the same campaign back
+    (replayed), never a second draft; the launched campaign is left as it is."""
+    pool = _pool(installation)
+    await _lists(pool)
+    installation.start_services("item_generator")
+    async with _crm(installation) as crm:
+        request = _create(idempotency_key="crm-launched", correlation_id="first")
+        await crm.send("campaign.create", request)
+        [made] = await crm.answers_received(1)
+        await crm.send("campaign.launch", {"campaign_id": made["campaign_id"]})
+
+        async def launched() -> bool:
+            status: str = await pool.fetchval(
+                "SELECT status FROM campaigns WHERE id = $1", made["campaign_id"]
+            )
+            return status != "draft"
+
+        await wait_for(launched, 60, "the campaign launched")
+        await crm.send("campaign.create", {**request, "correlation_id": "retry"})
+        [again] = await crm.answers_received(1)
+    assert (again["campaign_id"], again["correlation_id"], again["replayed"]) == (
+        made["campaign_id"],
+        "retry",
+        True,
+    )
+    assert await pool.fetchval("SELECT count(*) FROM campaigns") == 1
+    assert await pool.fetchval(
+        "SELECT status FROM campaigns WHERE id = $1", made["campaign_id"]
+    ) not in (None, "draft")
+
+
 HUGE_BODY = b'{"name": "' + b"x" * (17 * 1024 * 1024) + b'"}'
 REFUSED: list[tuple[str, dict[str, Any] | bytes, str]] = [
     ("broken html", _create(html_template=BROKEN_HTML), "html_template, line 3: unexpected '/'"),
@@ -210,6 +244,11 @@ REFUSED: list[tuple[str, dict[str, Any] | bytes, str]] = [
     ),
     ("unknown variable in the subject", _create(subject="{{ camp.name }}"), "subject, line 1:"),
     ("unknown filter", _create(text_template="{{ 1 | shell }}"), "text_template, line 1:"),
+    (
+        "32,000 merge fields",
+        _create(html_template="<p>{{ contact.first_name }}</p>" * 32_000),
+        "html_template: 32,000 merge fields and tags ({{ }}, {% %}); at most 1,000 allowed",
+    ),
     ("unknown list", _create(lists=["readers", "nope"]), "lists: no list named 'nope'"),
     ("unknown list id", _create(lists=[], list_ids=[99]), "list_ids: list 99 does not exist"),
     ("no list", _create(lists=[]), "lists: name at least one target list (lists or list_ids)"),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from mailroom_common.rendering import RecipientProblem, TemplateProblem, compile_message
-from mailroom_common.rendering.limits import TookTooLong, budget
+from mailroom_common.rendering.limits import MAX_TEMPLATE_TAGS, TookTooLong, budget
 from mailroom_common.rendering.unsubscribe_link import check_rendered
 
 from tests.unit.test_rendering import content, recipient
@@ -129,3 +129,14 @@ def test_a_rendered_message_without_the_recipients_link_is_refused() -> None:
         check_rendered(url, "Bye https://mail.example/u/41", [], url, [])
     with pytest.raises(RecipientProblem, match=r"^html footer: .*not sent"):
         check_rendered(url, url, [], "<a href='https://mail.example/u/41'>", ["<p>hi</p>"])
+
+
+def test_a_template_of_too_many_tags_is_refused_before_it_is_compiled() -> None:
+    fields = "".join(f"{{{{ contact.f{i} }}}} " for i in range(32_000))
+    with pytest.raises(TemplateProblem) as caught:
+        compile_message(content(html=f"<p>{fields}</p>"))
+    assert caught.value.part == "html"
+    assert "32,000 merge fields and tags" in str(caught.value)
+    assert f"at most {MAX_TEMPLATE_TAGS:,}" in str(caught.value)
+    at_the_limit = "".join(f"{{{{ contact.f{i % 50} }}}} " for i in range(MAX_TEMPLATE_TAGS - 10))
+    compile_message(content(html=f"<p>{at_the_limit}</p>"))

@@ -71,6 +71,17 @@ def validated_address(value: str) -> str:
     return result.ascii_email or result.normalized
 
 
+def check_sender(value: str) -> None:
+    """AddressProblem unless `value` can be a From or Reply-To address: plain ASCII (no
+    SMTPUTF8), no display name, a domain with a dot, not special-use but `.test`."""
+    try:
+        validate_email(
+            value, check_deliverability=False, allow_smtputf8=False, test_environment=True
+        )
+    except EmailNotValidError as error:
+        raise AddressProblem(str(error)) from None
+
+
 def checked_address(value: str) -> str:
     """`value` as it is to be stored and sent to, or AddressProblem saying why it can't be."""
     address = plain_address(value) or validated_address(value)

@@ -5,11 +5,13 @@
 campaign the CLI refuses is refused by command for the same reason, and the other way round.
 
 What is checked, before anything is written:
-- templates: subject, HTML and text compiled in the sandbox with the marketing footers and
-  trial-rendered (`rendering.compile_message`, in a worker thread: it may take seconds), and
-  no variable used that no template is given (`{{ first_name }}`, not `contact.first_name`);
-- From and Reply-To: addresses by email-validator's rules (ASCII, a domain with a dot, no
-  special-use domain but `.test`, no control characters), then the renderer's own check;
+- templates: subject, HTML and text compiled as the message processor compiles them, with
+  the marketing footers, and trial-rendered (`campaign_message.compile_campaign`, in a
+  thread of its own: it may take a second), and no variable used that no template is given
+  (`{{ first_name }}`, not `contact.first_name`);
+- From and Reply-To: the rules of the SMTP account's From (`addresses.check_sender`: ASCII,
+  a domain with a dot, no special-use domain but `.test`), no control characters, then the
+  renderer's own check;
 - target lists: at least one, each known (by name or id), resolved in the transaction that
   stores them.
 
@@ -30,16 +32,19 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
 
 from asyncpg.pool import Pool, PoolConnectionProxy
-from email_validator import EmailNotValidError, validate_email
 from jinja2 import meta, nodes
 
+from mailroom_common.addresses import AddressProblem, check_sender
+from mailroom_common.campaign_message import compile_campaign
 from mailroom_common.events import CampaignCreate, CampaignUpdate
-from mailroom_common.rendering import MessageContent, TemplateProblem, compile_message
+from mailroom_common.rendering import TemplateProblem
+from mailroom_common.rendering.message import RECIPIENT_VARIABLES
 from mailroom_common.rendering.templates import (
     HTML,
     HTML_ENVIRONMENT,
@@ -67,9 +72,13 @@ _DRAFT = (
     " ORDER BY list_id) AS list_ids FROM campaigns WHERE id = $1"
 )
 _DRAFT_FOR_UPDATE = _DRAFT + " FOR UPDATE"
+# drafts are checked one at a time in a thread of their own: a CRM sending many costly
+# templates at once takes one core at most, and never the default executor that rendering
+# shares (`mailroom run all`)
+_CHECKS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailroom-draft-check")
 _UPDATE_TRIES = 20  # each try, one of the updates racing on a draft lands
-# what a campaign's templates are given (rendering.message._variables, and the campaign)
-_TEMPLATE_NAMES = frozenset({"contact", "campaign", "unsubscribe_url", "manage_url"})
+# what a campaign's templates are given: the recipient's variables, and the campaign
+_TEMPLATE_NAMES = RECIPIENT_VARIABLES | {"campaign"}
 # what campaign.update may change besides the lists
 _TEXT_FIELDS = (
     "name",
@@ -79,6 +88,16 @@ _TEXT_FIELDS = (
     "reply_to",
     "html_template",
     "text_template",
+)
+_INSERT = (
+    f"INSERT INTO campaigns ({', '.join(_TEXT_FIELDS)}, idempotency_key, request_message_id,"
+    " request_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    " ON CONFLICT DO NOTHING RETURNING id"
+)
+_UPDATE = (
+    "UPDATE campaigns SET"
+    f" {', '.join(f'{name} = ${n}' for n, name in enumerate(_TEXT_FIELDS, start=2))}"
+    " WHERE id = $1"
 )
 
 
@@ -110,16 +129,14 @@ class NewCampaign:
     @classmethod
     def of(cls, command: CampaignCreate) -> NewCampaign:
         return cls(
-            name=command.name,
-            subject=command.subject,
-            from_email=command.from_email,
-            from_name=command.from_name,
-            html_template=command.html_template,
-            text_template=command.text_template,
+            **{name: getattr(command, name) for name in _TEXT_FIELDS},
             lists=tuple(command.lists),
-            reply_to=command.reply_to,
             list_ids=tuple(command.list_ids),
         )
+
+    def columns(self) -> dict[str, str | None]:
+        """The values of _TEXT_FIELDS, in that order: the columns of `campaigns`."""
+        return {name: getattr(self, name) for name in _TEXT_FIELDS}
 
     def digest(self) -> bytes:
         """SHA-256 of the content (the lists as sets): equal for a repeat of the request."""
@@ -167,27 +184,10 @@ async def create_draft(
     async with pool.acquire() as conn, conn.transaction():
         list_ids = await _target_lists(conn, campaign.lists, campaign.list_ids)
         campaign_id: int | None = await conn.fetchval(
-            "INSERT INTO campaigns (name, subject, from_name, from_email, reply_to,"
-            " html_template, text_template, idempotency_key, request_message_id,"
-            " request_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            " ON CONFLICT DO NOTHING RETURNING id",
-            campaign.name,
-            campaign.subject,
-            campaign.from_name,
-            campaign.from_email,
-            campaign.reply_to,
-            campaign.html_template,
-            campaign.text_template,
-            key,
-            by_message,
-            digest,
+            _INSERT, *campaign.columns().values(), key, by_message, digest
         )
         if campaign_id is not None:
-            await conn.execute(
-                "INSERT INTO campaign_lists (campaign_id, list_id) SELECT $1, unnest($2::bigint[])",
-                campaign_id,
-                list_ids,
-            )
+            await _store_lists(conn, campaign_id, list_ids)
             return CreatedCampaign(campaign_id, replayed=False)
     # another consumer stored the same request meanwhile (its commit ended our wait)
     earlier = None if digest is None else await _made_before(pool, key, by_message, digest)
@@ -221,18 +221,7 @@ async def update_draft(pool: Pool, settings: Settings, command: CampaignUpdate) 
         async with pool.acquire() as conn, conn.transaction():
             if await _draft(conn, command.campaign_id, lock=True) != row:
                 continue
-            await conn.execute(
-                "UPDATE campaigns SET name = $2, subject = $3, from_email = $4, from_name = $5,"
-                " reply_to = $6, html_template = $7, text_template = $8 WHERE id = $1",
-                command.campaign_id,
-                campaign.name,
-                campaign.subject,
-                campaign.from_email,
-                campaign.from_name,
-                campaign.reply_to,
-                campaign.html_template,
-                campaign.text_template,
-            )
+            await conn.execute(_UPDATE, command.campaign_id, *campaign.columns().values())
             if new_lists:
                 list_ids = await _target_lists(conn, campaign.lists, campaign.list_ids)
                 if list_ids != row["list_ids"]:
@@ -240,14 +229,17 @@ async def update_draft(pool: Pool, settings: Settings, command: CampaignUpdate) 
                 await conn.execute(
                     "DELETE FROM campaign_lists WHERE campaign_id = $1", command.campaign_id
                 )
-                await conn.execute(
-                    "INSERT INTO campaign_lists (campaign_id, list_id)"
-                    " SELECT $1, unnest($2::bigint[])",
-                    command.campaign_id,
-                    list_ids,
-                )
+                await _store_lists(conn, command.campaign_id, list_ids)
             return changed
     raise RuntimeError(f"campaign {command.campaign_id} changed under {_UPDATE_TRIES} updates")
+
+
+async def _store_lists(conn: PoolConnectionProxy, campaign_id: int, list_ids: list[int]) -> None:
+    await conn.execute(
+        "INSERT INTO campaign_lists (campaign_id, list_id) SELECT $1, unnest($2::bigint[])",
+        campaign_id,
+        list_ids,
+    )
 
 
 async def _draft(
@@ -275,22 +267,20 @@ def _require_draft(campaign_id: int, status: str) -> None:
 async def _made_before(
     pool: Pool, key: str | None, message_id: str | None, digest: bytes
 ) -> CreatedCampaign | None:
-    if key is not None:
-        row = await pool.fetchrow(
-            "SELECT id, request_digest FROM campaigns WHERE idempotency_key = $1", key
-        )
-        what = "idempotency_key"
-    else:
-        row = await pool.fetchrow(
-            "SELECT id, request_digest FROM campaigns WHERE request_message_id = $1", message_id
-        )
-        what = "message_id"
+    what, column, value = (
+        ("idempotency_key", "idempotency_key", key)
+        if key is not None
+        else ("message_id", "request_message_id", message_id)
+    )
+    row = await pool.fetchrow(
+        f"SELECT id, request_digest FROM campaigns WHERE {column} = $1", value
+    )
     if row is None:
         return None
     if bytes(row["request_digest"]) != digest:
         raise CampaignProblem(
             what,
-            f"{key or message_id!r} already created campaign {row['id']} with other content;"
+            f"{value!r} already created campaign {row['id']} with other content;"
             " a new campaign needs a new key",
         )
     return CreatedCampaign(row["id"], replayed=True)
@@ -301,18 +291,10 @@ async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign
     if campaign.reply_to is not None:
         _check_address("reply_to", "reply-to", parseaddr(campaign.reply_to)[1] or campaign.reply_to)
     marketing, _ = await SettingsStore(pool, settings.settings_key).load(MarketingSettings)
-    content = MessageContent(
-        subject=campaign.subject,
-        html=campaign.html_template,
-        text=campaign.text_template,
-        from_name=campaign.from_name,
-        from_email=campaign.from_email,
-        reply_to=campaign.reply_to,
-        text_footer=marketing.text_footer,
-        html_footer=marketing.html_footer,
-    )
     try:
-        await asyncio.to_thread(_compile, content, campaign.name)
+        await asyncio.get_running_loop().run_in_executor(
+            _CHECKS, check_campaign, campaign, marketing
+        )
     except TemplateProblem as problem:
         raise CampaignProblem(
             _FIELD_OF_PART.get(problem.part, problem.part),
@@ -322,20 +304,29 @@ async def _check_templates(pool: Pool, settings: Settings, campaign: NewCampaign
         ) from problem
 
 
-def _compile(content: MessageContent, name: str) -> None:
-    """Compile as the message processor will, then look for names no template can be given:
-    `{{ first_name }}` for `{{ contact.first_name }}` would render as nothing for everyone.
-    Only here, when a campaign is defined: a stored campaign renders as it always did."""
-    compile_message(content, {"campaign": {"id": 0, "name": name}})
+def check_campaign(campaign: NewCampaign, marketing: MarketingSettings) -> None:
+    """Compile as the message processor will (`compile_campaign`), then look for names no
+    template can be given: `{{ first_name }}` for `{{ contact.first_name }}` would render as
+    nothing for everyone. Only here, when a campaign is defined: a stored campaign renders as
+    it always did."""
+    compile_campaign({"id": 0, **campaign.columns()}, marketing)
     for part, source, environment in (
-        (SUBJECT, content.subject, TEXT_ENVIRONMENT),
-        (HTML, content.html, HTML_ENVIRONMENT),
-        (TEXT, content.text, TEXT_ENVIRONMENT),
+        (SUBJECT, campaign.subject, TEXT_ENVIRONMENT),
+        (HTML, campaign.html_template, HTML_ENVIRONMENT),
+        (TEXT, campaign.text_template, TEXT_ENVIRONMENT),
     ):
         if source is None:
             continue
         tree = environment.parse(source)
-        unknown = meta.find_undeclared_variables(tree) - _TEMPLATE_NAMES - set(environment.globals)
+        # a name set anywhere counts as given: Jinja reports one set in the branches of an
+        # `if` as undeclared (it may be unset), but that is the template's own variable
+        stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        unknown = (
+            meta.find_undeclared_variables(tree)
+            - _TEMPLATE_NAMES
+            - set(environment.globals)
+            - stored
+        )
         if unknown:
             first = min(
                 (node.lineno, node.name)
@@ -356,11 +347,9 @@ def _check_address(field: str, part: str, value: str) -> None:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise CampaignProblem(field, "holds a control character (a line break?)")
     try:
-        validate_email(
-            value.strip(), check_deliverability=False, allow_smtputf8=False, test_environment=True
-        )
-    except EmailNotValidError as error:
-        raise CampaignProblem(field, str(error), said=f"{part}: {error}") from None
+        check_sender(value.strip())  # the rules of the SMTP account's From (config)
+    except AddressProblem as problem:
+        raise CampaignProblem(field, str(problem), said=f"{part}: {problem}") from None
 
 
 async def _target_lists(

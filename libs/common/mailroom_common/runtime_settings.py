@@ -15,9 +15,9 @@ from asyncpg.pool import Pool
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
+from mailroom_common.addresses import AddressProblem, check_sender
 from mailroom_common.urls import is_one_click_url
 
 DEFAULT_TEXT_FOOTER = (
@@ -62,11 +62,9 @@ def from_address(value: str) -> str:
     """An address for From headers: plain ASCII (no SMTPUTF8), checked by email-validator."""
     one_line(value)
     try:
-        validate_email(
-            value, check_deliverability=False, allow_smtputf8=False, test_environment=True
-        )
-    except EmailNotValidError as error:
-        raise ValueError(f"not a valid email address: {error}") from None
+        check_sender(value)
+    except AddressProblem as problem:
+        raise ValueError(f"not a valid email address: {problem}") from None
     return value
 
 

@@ -262,7 +262,11 @@ class CompiledMessage:
         )
 
 
+RECIPIENT_VARIABLES = frozenset({"contact", "unsubscribe_url", "manage_url"})
+
+
 def _variables(recipient: Recipient) -> dict[str, Any]:
+    """What every template is given for one recipient (the names of RECIPIENT_VARIABLES)."""
     contact = Fields(email=recipient.email, name=recipient.name)
     contact.update(recipient.fields)
     return {

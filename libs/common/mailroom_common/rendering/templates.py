@@ -22,6 +22,7 @@ from mailroom_common.rendering.errors import TemplateProblem
 from mailroom_common.rendering.limits import (
     MAX_OUTPUT_CHARS,
     MAX_TEMPLATE_CHARS,
+    MAX_TEMPLATE_TAGS,
     LimitExceeded,
     bounded,
     bounded_call,
@@ -163,6 +164,15 @@ def compile_part(
     if len(source) > MAX_TEMPLATE_CHARS:
         raise TemplateProblem(
             name, f"{len(source):,} characters long; at most {MAX_TEMPLATE_CHARS:,} allowed"
+        )
+    tags = source.count(environment.variable_start_string) + source.count(
+        environment.block_start_string
+    )
+    if tags > MAX_TEMPLATE_TAGS:  # counted before parsing: refused at C speed
+        raise TemplateProblem(
+            name,
+            f"{tags:,} merge fields and tags ({{{{ }}}}, {{% %}}); at most {MAX_TEMPLATE_TAGS:,}"
+            " allowed (repeat a block with {% for %} instead of writing it out)",
         )
     try:
         tree = environment.parse(source, name=name, filename=filename)
