@@ -1,4 +1,4 @@
-"""The Job Manager in the admin API: the six jobs (the same JSON as `mailroom jobs --json`)
+"""The Job Manager in the admin API: the jobs (the same JSON as `mailroom jobs --json`)
 and asking one to run now (as `mailroom jobs run NAME`).
 
     GET  /admin/jobs               every job: replicas, runs, errors, queues, dead letters
