@@ -468,7 +468,7 @@ async def test_the_job_manager_answers_as_mailroom_jobs_does(
         answer = await client.get("/admin/jobs")
         assert answer.status_code == 200, answer.text
         overview = answer.json()
-        # the config service runs none of the six jobs: each is down, its queue declared
+        # the config service runs none of the jobs: each is down, its queue declared
         assert [job["job"] for job in overview["jobs"]] == [
             "generate-campaign-items",
             "process-campaign-messages",
@@ -476,6 +476,7 @@ async def test_the_job_manager_answers_as_mailroom_jobs_does(
             "mark-campaigns-completed",
             "process-autoresponder-messages",
             "process-bounce-email",
+            "sync-crm-contacts",
         ]
         assert {job["state"] for job in overview["jobs"]} == {"down"}
         assert overview["broker_problem"] is None
