@@ -25,25 +25,14 @@ from mailroom_common.events import CampaignCreate, CampaignUpdate
 from mailroom_common.intake import ERROR_HEADER
 
 from tests.support.cli import run_mailroom
+from tests.support.crm import campaign_create as _create
+from tests.support.crm import json_message, take
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
 from tests.support.seed import HTML, TEXT
 
 pytestmark = pytest.mark.integration
 
 BROKEN_HTML = "<html><body>\n<h1>Hello</h1>\n<p>{{ contact.first_name </p>\n</body></html>\n"
-
-
-def _create(**changes: Any) -> dict[str, Any]:
-    return {
-        "name": "Spring",
-        "subject": "Hi {{ contact.first_name }}",
-        "from_email": "news@mailroom.test",
-        "from_name": "Mailroom News",
-        "html_template": HTML,
-        "text_template": TEXT,
-        "lists": ["readers"],
-        **changes,
-    }
 
 
 @dataclass
@@ -64,40 +53,19 @@ class Crm:
     ) -> None:
         exchange = await self.channel.get_exchange(self.topology.commands.name)
         await exchange.publish(
-            aio_pika.Message(
-                body if isinstance(body, bytes) else json.dumps(body).encode(),
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message_id or uuid.uuid4().hex,
-                headers={"x-case": case},
-            ),
+            json_message(body, message_id=message_id or uuid.uuid4().hex, headers={"x-case": case}),
             routing_key=routing_key,
             mandatory=True,
         )
 
     async def answers_received(self, count: int) -> list[dict[str, Any]]:
-        return [json.loads(m.body) for m in await _take(self.answers, count)]
+        return [json.loads(m.body) for m in await take(self.answers, count)]
 
     async def dead_letters(self, count: int) -> dict[str, str]:
         """Reason by case (the x-case header the command was sent with)."""
         dlq = await self.channel.get_queue(f"{self.topology.campaign_commands.name}.dlq")
-        letters = await _take(dlq, count)
+        letters = await take(dlq, count)
         return {str(m.headers["x-case"]): str(m.headers[ERROR_HEADER]) for m in letters}
-
-
-async def _take(queue: AbstractQueue, count: int) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    found: list[aio_pika.abc.AbstractIncomingMessage] = []
-
-    async def enough() -> bool:
-        message = await queue.get(fail=False)
-        if message is not None:
-            await message.ack()
-            found.append(message)
-        return len(found) >= count
-
-    await wait_for(enough, 60, f"{count} messages in {queue.name}", interval=0.02)
-    assert await queue.get(fail=False) is None, "more messages than expected"
-    return found
 
 
 @asynccontextmanager

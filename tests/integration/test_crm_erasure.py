@@ -1,7 +1,11 @@
-"""The CRM's contacts end to end: 10,000 upserted in batches, two campaigns sent (one of them
-archived), 100 people erased; their addresses, names and merge fields are then in no column of
-any table, the campaigns' counts are what they were, and an erased address that was
-suppressed stays suppressed when it comes back (CSV import, contact.upserted)."""
+"""The test that plays the CRM, on the broker only: a campaign created by command
+(campaign.create), 10,000 contacts upserted in batches (contact.upserted), the launch
+(campaign.launch), and the contact.activity timeline heard on the CRM's own queue: one entry
+per recipient, each with the CRM's contact id and the campaign id. Then a second campaign (the
+first archived), and 100 people erased (contact.erased, answered by contact.erased.done):
+their addresses, names and merge fields are then in no column of any table, the campaigns'
+counts are what they were, and an erased address that was suppressed stays suppressed when
+it comes back (CSV import, contact.upserted)."""
 
 from __future__ import annotations
 
@@ -10,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mailroom_common.events import CampaignLaunch
+from mailroom_common.events import Activity
 
-from mailroom.campaigns import send_command
 from tests.support.autoresponders import make_autoresponder, make_list
 from tests.support.cli import run_mailroom
-from tests.support.crm import Crm, columns_holding, crm
+from tests.support.crm import Crm, campaign_create, columns_holding, crm
 from tests.support.environment import Installation, wait_for
 from tests.support.scenario import campaign_reaches, pool_of
-from tests.support.seed import Audience, make_campaign, use_smtp_server
+from tests.support.seed import use_smtp_server
 from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.integration
@@ -68,10 +71,38 @@ async def _upsert_everyone(client: Crm) -> None:
     assert created == PEOPLE
 
 
-async def _send(install: Installation, name: str, lists: list[str]) -> dict[str, Any]:
-    campaign_id = await make_campaign(pool_of(install), Audience(list_names=lists), name)
-    await send_command(install.settings, CampaignLaunch(campaign_id=campaign_id))
-    return await campaign_reaches(install, campaign_id, "completed", limit=300)
+async def _create(client: Crm, name: str, lists: list[str]) -> int:
+    """A campaign created by command, as the CRM creates one; its id from the answer."""
+    body = campaign_create(
+        name=name,
+        subject="News for {{ contact.first_name }}",
+        lists=lists,
+        correlation_id=f"create-{name}",
+        idempotency_key=f"crm-campaign-{name}",
+    )
+    await client.command("campaign.create", body)
+    created = await client.answer("campaign.created", f"create-{name}")
+    assert created["replayed"] is False
+    return int(created["campaign_id"])
+
+
+async def _launch(
+    install: Installation, client: Crm, campaign_id: int
+) -> tuple[dict[str, Any], list[Activity]]:
+    """Launched by command, completed, and its timeline: one entry (sent, failed or
+    bounced) for each email that got its final SMTP answer."""
+    await client.command("campaign.launch", {"campaign_id": campaign_id})
+    status = await campaign_reaches(install, campaign_id, "completed", limit=300)
+    answered = status["counts"].get("sent", 0) + status["counts"].get("failed", 0)
+    told = await client.timeline.until(None, answered, campaign_id=campaign_id)
+    assert len(told) == len({e.item_id for e in told}) == answered, "one entry per recipient"
+    return status, told
+
+
+async def _send(
+    install: Installation, client: Crm, name: str, lists: list[str]
+) -> tuple[dict[str, Any], list[Activity]]:
+    return await _launch(install, client, await _create(client, name, lists))
 
 
 async def _leave_bounce_traces(install: Installation) -> None:
@@ -107,7 +138,7 @@ async def _leave_bounce_traces(install: Installation) -> None:
             )
 
 
-async def test_erased_people_are_nowhere_and_stay_suppressed(
+async def test_the_crm_hears_of_everyone_and_erased_people_are_nowhere(
     installation: Installation, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     pool = pool_of(installation)
@@ -121,6 +152,7 @@ async def test_erased_people_are_nowhere_and_stay_suppressed(
     installation.start_services()
 
     async with crm(installation) as client:
+        news_id = await _create(client, "News", ["crm-news"])
         await _upsert_everyone(client)
 
         async def welcomed() -> bool:
@@ -129,13 +161,20 @@ async def test_erased_people_are_nowhere_and_stay_suppressed(
 
         await wait_for(welcomed, 120, "an autoresponder item per new membership")
 
-        news = await _send(installation, "News", ["crm-news"])
+        news, told = await _launch(installation, client, news_id)
         assert news["counts"] == {"sent": PEOPLE - REJECTED, "failed": REJECTED}
+        # the timeline: everyone once, by the CRM's id, sent (or refused at RCPT: a hard bounce)
+        assert len(told) == PEOPLE
+        assert {e.crm_contact_id: (e.email.lower(), e.kind) for e in told} == {
+            f"crm-{i}": (address(i), "bounced" if i < REJECTED else "sent") for i in range(PEOPLE)
+        }
+        assert {e.campaign_id for e in told} == {news_id}
+        assert {e.bounce_kind for e in told if e.kind == "bounced"} == {"hard"}
         archived = await run_mailroom(
             installation.env, "campaign", "archive", str(news["id"]), "--json"
         )
         assert archived.returncode == 0, archived.stderr
-        vip = await _send(installation, "VIP", ["crm-vip"])
+        vip, _ = await _send(installation, client, "VIP", ["crm-vip"])
         assert vip["counts"] == {"sent": VIP - REJECTED}  # the rejected are suppressed now
         await _leave_bounce_traces(installation)
         everyone = list(range(ERASED))
@@ -202,8 +241,11 @@ async def test_erased_people_are_nowhere_and_stay_suppressed(
         await client.publish("contact.upserted", {"correlation_id": "back", "contacts": back})
         assert (await client.answer("contact.upserted.done", "back"))["created"] == 5
 
-    again_campaign = await _send(installation, "Again", ["crm-again"])
-    assert again_campaign["counts"] == {"sent": 1}
+        again_campaign, again_told = await _send(installation, client, "Again", ["crm-again"])
+        assert again_campaign["counts"] == {"sent": 1}
+        assert [(e.email.lower(), e.crm_contact_id) for e in again_told] == [(address(50), None)]
+        # nothing was told twice, nor about anyone else
+        assert len(client.timeline.entries()) == PEOPLE + VIP - REJECTED + 1
     sent_to = await pool.fetchval(
         "SELECT array_agg(email) FROM campaign_items WHERE campaign_id = $1", again_campaign["id"]
     )
