@@ -35,6 +35,7 @@ from tests.support.autoresponders import make_autoresponder, make_contact, make_
 from tests.support.crm import Crm
 from tests.support.crm import crm as listening_crm
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from tests.support.queues import queue_depth
 from tests.support.scenario import campaign_reaches, launched_campaign
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
@@ -171,14 +172,7 @@ async def _list_of(pool: asyncpg.Pool, email: str) -> int:
 
 async def _dead_letters(installation: Installation) -> int:
     topology = Topology.from_settings(installation.settings)
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    total = 0
-    async with connection:
-        channel = await connection.channel()
-        for name in topology.dead_letter_queue_names():
-            queue = await channel.declare_queue(name, passive=True)
-            total += queue.declaration_result.message_count or 0
-    return total
+    return sum([await queue_depth(name) for name in topology.dead_letter_queue_names()])
 
 
 async def test_switched_off_nothing_is_looked_up_or_published(smtp_server: SmtpServer) -> None:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import aio_pika
 import pytest
 from mailroom_common.broker import Topology
 
 from mailroom.contacts_import import ANNOUNCE_BATCH
 from tests.support.autoresponders import make_autoresponder, make_contact, make_list
 from tests.support.cli import run_mailroom
-from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from tests.support.environment import Installation, wait_for
+from tests.support.queues import queue_depth as _waiting_messages
 from tests.support.scenario import pool_of
 
 pytestmark = pytest.mark.integration
@@ -25,14 +25,6 @@ def _people(path: Path, count: int, start: int = 0) -> Path:
     lines = [f"reader{i}@example.com,Reader{i},R,Oslo" for i in range(start, start + count)]
     path.write_text("email,first_name,last_name,city\n" + "\n".join(lines) + "\n")
     return path
-
-
-async def _waiting_messages(queue_name: str) -> int:
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue_name, passive=True)
-        return declared.declaration_result.message_count or 0
 
 
 async def test_new_memberships_reach_the_autoresponder_in_batches(

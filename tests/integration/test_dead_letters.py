@@ -13,6 +13,7 @@ from mailroom_common.events import CampaignLaunch
 from mailroom.campaigns import send_command
 from tests.support.cli import run_mailroom
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from tests.support.queues import queue_depth as depth
 from tests.support.scenario import campaign_reaches, pool_of
 from tests.support.seed import make_audience, make_campaign, use_smtp_server
 from tests.support.smtp import SmtpServer
@@ -21,14 +22,6 @@ pytestmark = pytest.mark.integration
 
 CAMPAIGN_ID = 4242
 RECIPIENTS = 30
-
-
-async def depth(queue: str) -> int:
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
 
 
 async def _depth_is(queue: str, wanted: int) -> bool:

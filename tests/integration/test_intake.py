@@ -17,6 +17,7 @@ from mailroom_common.intake import Rejected, subscribe, take
 from mailroom_common.runtime import Runtime
 
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from tests.support.queues import queue_depth as _ready_count
 
 pytestmark = pytest.mark.integration
 
@@ -114,14 +115,6 @@ async def _publish_raw(runtime: Runtime, body: bytes, tag: str) -> None:
         content_type="application/json",
         headers={"x-test": tag},
     )
-
-
-async def _ready_count(queue_name: str) -> int:
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue_name, passive=True)
-        return declared.declaration_result.message_count or 0
 
 
 async def test_undecodable_messages_are_dead_lettered_and_the_consumer_goes_on(

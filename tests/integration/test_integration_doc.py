@@ -12,11 +12,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import aio_pika
 import pytest
 
 from tests.support.crm import columns_holding
 from tests.support.environment import RABBITMQ_URL, ROOT, Installation
+from tests.support.queues import delete_queues, queue_depth
 from tests.support.scenario import pool_of
 from tests.support.seed import use_smtp_server
 from tests.support.smtp import SmtpServer
@@ -55,25 +55,6 @@ async def _run(program: Path, env: dict[str, str]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def _depths(*queues: str) -> list[int]:
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        depths = []
-        for name in queues:
-            queue = await channel.declare_queue(name, passive=True)
-            depths.append(queue.declaration_result.message_count or 0)
-        return depths
-
-
-async def _delete(*queues: str) -> None:
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        for name in queues:
-            await channel.queue_delete(name)
-
-
 async def test_the_worked_example_runs_as_written(
     installation: Installation, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
@@ -96,11 +77,10 @@ async def test_the_worked_example_runs_as_written(
             },
         )
         assert code == 0, f"{out}\n{err}"
-        refused_left, unread = await _depths(
-            f"{prefix}.item_generator.commands.dlq", f"{crm_queue}.unread"
-        )
+        refused_left = await queue_depth(f"{prefix}.item_generator.commands.dlq")
+        unread = await queue_depth(f"{crm_queue}.unread")
     finally:
-        await _delete(crm_queue, f"{crm_queue}.unread")
+        await delete_queues(crm_queue, f"{crm_queue}.unread")
     print(f"\n{out}")
     lines = out.splitlines()
     assert len(lines) == 9, out
