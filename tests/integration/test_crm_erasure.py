@@ -1,8 +1,9 @@
-"""The test that plays the CRM, on the broker only: a campaign created by command
+"""The test that plays the CRM through the broker: a campaign created by command
 (campaign.create), 10,000 contacts upserted in batches (contact.upserted), the launch
 (campaign.launch), and the contact.activity timeline heard on the CRM's own queue: one entry
 per recipient, each with the CRM's contact id and the campaign id. Then a second campaign (the
-first archived), and 100 people erased (contact.erased, answered by contact.erased.done):
+first archived by the CLI), and 100 people erased (contact.erased, answered by
+contact.erased.done):
 their addresses, names and merge fields are then in no column of any table, the campaigns'
 counts are what they were, and an erased address that was suppressed stays suppressed when
 it comes back (CSV import, contact.upserted)."""
