@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from asyncpg.pool import Pool
 from mailroom_autoresponder.public import compile_autoresponder
-from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
 from mailroom_common.events import Event
 from mailroom_common.rendering import TemplateProblem
 from mailroom_common.runtime_settings import MarketingSettings, SettingsStore, SmtpAccount
 from mailroom_common.settings import Settings
+
+from mailroom.publishing import publisher
 
 TriggerKind = Literal["contact.subscribed", "contact.event"]
 MAX_DELAY_SECONDS = 365 * 86400
@@ -132,27 +132,9 @@ async def set_enabled(pool: Pool, autoresponder_id: int, enabled: bool) -> bool:
     return found is not None
 
 
-@asynccontextmanager
-async def event_publisher(settings: Settings) -> AsyncIterator[Callable[[Event], Awaitable[None]]]:
-    """Publish events the way the CRM would (to the events exchange, confirmed), over one
-    broker connection."""
-    topology = Topology.from_settings(settings)
-    broker = make_broker(settings)
-    await broker.connect()
-    try:
-        await declare_topology(broker, topology)
-
-        async def publish(event: Event) -> None:
-            await publish_event(broker, topology.events, event, mandatory=False)
-
-        yield publish
-    finally:
-        await broker.stop()
-
-
 async def announce_events(settings: Settings, events: Sequence[Event]) -> None:
     if not events:
         return
-    async with event_publisher(settings) as publish:
+    async with publisher(settings) as publish:
         for event in events:
             await publish(event)

@@ -9,7 +9,6 @@ from typing import Any
 
 from asyncpg.pool import Pool
 from mailroom_common.adaptive_rate import ACCOUNT_RATE_NAME, AdaptiveRateLimiter
-from mailroom_common.broker import Topology, declare_topology, make_broker, publish_event
 from mailroom_common.campaign_counts import campaign_progress, item_counts
 from mailroom_common.campaign_drafts import (
     CampaignProblem,
@@ -20,6 +19,8 @@ from mailroom_common.campaign_drafts import (
 )
 from mailroom_common.events import OPEN_STATUSES, Event
 from mailroom_common.settings import Settings
+
+from mailroom.publishing import publisher
 
 __all__ = [
     "CampaignProblem",
@@ -69,13 +70,8 @@ async def campaign_status(pool: Pool, campaign_id: int) -> dict[str, Any] | None
 
 async def send_command(settings: Settings, command: Event) -> None:
     """Publish a command the way the CRM would: to the commands exchange, confirmed."""
-    broker = make_broker(settings)
-    await broker.connect()
-    try:
-        await declare_topology(broker, Topology.from_settings(settings))
-        await publish_event(broker, Topology.from_settings(settings).commands, command)
-    finally:
-        await broker.stop()
+    async with publisher(settings, commands=True) as publish:
+        await publish(command)
 
 
 async def list_campaigns(pool: Pool, limit: int) -> list[dict[str, Any]]:

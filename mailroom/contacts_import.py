@@ -30,8 +30,8 @@ from mailroom_common.events import ContactsSubscribed, Subscription
 from mailroom_common.settings import Settings
 from pydantic import TypeAdapter
 
-from mailroom.autoresponders import event_publisher
 from mailroom.contacts_csv import ContactsCsv, ImportRefused, Layout
+from mailroom.publishing import publisher
 
 __all__ = ["IMPORT_LOCK", "ImportProgress", "ImportRefused", "ImportReport", "import_contacts"]
 
@@ -269,7 +269,7 @@ async def _announce(
 ) -> None:
     done = 0
     progress.announcing(done, total)
-    async with event_publisher(settings) as publish:
+    async with publisher(settings) as publish:
         sending: asyncio.Future[None] | None = None  # the last batch, while the next is read
         async for event in _batches(conn, list_id):
             if sending is not None:

@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 from asyncpg.pool import Pool
-from mailroom_common.broker import Topology, make_broker, publish_event
+from mailroom_common.broker import Topology
 from mailroom_common.db import create_pool
 from mailroom_common.events import JobRun
 from mailroom_common.job_overview import (
@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailroom.cli_help import JsonFlag
+from mailroom.publishing import publisher
 
 STATE_STYLE = {"up": "green", "idle": "yellow", "down": "bold red"}
 T = TypeVar("T")
@@ -125,13 +126,8 @@ def jobs(
 
 
 async def _publish_run(settings: Settings, job: str) -> None:
-    broker = make_broker(settings)
-    await broker.connect()
-    try:
-        events = Topology.from_settings(settings).events
-        await publish_event(broker, events, JobRun(job=job), mandatory=False)
-    finally:
-        await broker.stop()
+    async with publisher(settings, declare=False) as publish:
+        await publish(JobRun(job=job))
 
 
 @jobs_app.command("run")

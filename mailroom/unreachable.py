@@ -20,6 +20,11 @@ DATABASE_REFUSALS: tuple[type[Exception], ...] = (
 )
 
 
+class BrokerSilent(TimeoutError):
+    """The broker took the connection but did not answer, or did not confirm a publish, in
+    time (an alarm blocking publishers, an overloaded node, another server on the port)."""
+
+
 def _chain(error: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = error
@@ -40,7 +45,7 @@ def _raised_in(error: BaseException) -> set[str]:
 def unreachable_setting(error: BaseException) -> str | None:
     """The setting of the server `error` says could not be reached (or refused us), if any."""
     for cause in _chain(error):
-        if isinstance(cause, aiormq.exceptions.AMQPConnectionError):
+        if isinstance(cause, aiormq.exceptions.AMQPConnectionError | BrokerSilent):
             return RABBITMQ
         if isinstance(cause, DATABASE_REFUSALS):
             return DATABASE

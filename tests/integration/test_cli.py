@@ -3,13 +3,18 @@ PostgreSQL and RabbitMQ (and the services, for a launch)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
 
+import aiormq
 import asyncpg
 import pytest
+from mailroom_common.events import CampaignPause
 
+from mailroom.campaigns import send_command
+from mailroom.unreachable import RABBITMQ, BrokerSilent, unreachable_setting
 from tests.support.cli import run_mailroom
 from tests.support.environment import Installation
 from tests.support.seed import add_contacts, make_audience, make_campaign, use_smtp_server
@@ -260,3 +265,53 @@ async def test_campaign_list_version_and_what_is_refused_before_anything_is_publ
             "error: cannot reach the database at postgresql://postgres:***@127.0.0.1:1/mailroom"
             " (MAILROOM_DATABASE_URL): [Errno 111] Connect call failed ('127.0.0.1', 1)"
         ], words
+
+
+async def test_a_broker_that_never_answers_ends_a_command_in_one_line(
+    installation: Installation,
+) -> None:
+    """A server on the broker's port that takes the connection and says nothing (another
+    program there, a node that hangs): the command gives up after MAILROOM_BROKER_WAIT_SECONDS
+    with one line naming the setting, instead of waiting for ever."""
+    campaign = await make_campaign(_pool(installation), await make_audience(_pool(installation), 1))
+    held: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = {
+        **installation.env,
+        "MAILROOM_RABBITMQ_URL": f"amqp://127.0.0.1:{port}/",
+        "MAILROOM_BROKER_WAIT_SECONDS": "1",
+    }
+    try:
+        result = await run_mailroom(silent, "campaign", "pause", str(campaign))
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [
+        f"error: cannot reach the broker at amqp://127.0.0.1:{port}/ (MAILROOM_RABBITMQ_URL):"
+        " no answer within 1 s"
+    ]
+    assert held, "the command never connected"
+
+
+async def test_a_publish_the_broker_never_confirms_is_given_up(
+    installation: Installation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that takes the message but never confirms it (a memory or disk alarm blocks
+    publishers): the command says so instead of waiting for ever."""
+
+    async def never_confirmed(self: aiormq.Channel, frame: object) -> None:
+        return None
+
+    monkeypatch.setattr(aiormq.Channel, "_on_confirm_frame", never_confirmed)
+    settings = installation.settings.model_copy(update={"broker_wait_seconds": 1.0})
+    with pytest.raises(BrokerSilent) as raised:
+        await send_command(settings, CampaignPause(campaign_id=1))
+    assert str(raised.value) == "no answer to publishing campaign.pause within 1 s"
+    assert unreachable_setting(raised.value) == RABBITMQ

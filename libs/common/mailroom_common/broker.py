@@ -269,9 +269,10 @@ async def raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
-def make_broker(settings: Settings) -> RabbitBroker:
+def make_broker(settings: Settings, connect_timeout: float | None = None) -> RabbitBroker:
     return RabbitBroker(
         settings.rabbitmq_url,
+        timeout=connect_timeout,
         # every subscriber of this broker gets the raw bytes (see raw_body)
         decoder=raw_body,
         # publisher confirms are on by default; an unroutable message is an error, not silence

@@ -227,6 +227,13 @@ class Settings(BaseSettings):
         " on port 15672.",
     )
     graceful_timeout_seconds: float = Field(default=30.0, gt=0)
+    broker_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long a command of the CLI waits for the broker to take its"
+        " connection or confirm a publish before it gives up, naming MAILROOM_RABBITMQ_URL.",
+    )
 
     @field_validator("console_trusted_proxies")
     @classmethod
