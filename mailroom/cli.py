@@ -810,7 +810,8 @@ def main() -> None:
         environment = error.title == Settings.__name__
         for problem in error.errors(include_input=False, include_url=False):
             where = "_".join(str(part) for part in problem["loc"])
-            where = f"MAILROOM_{where.upper()}" if environment else where
+            # a check of several settings together has no location: its message names them
+            where = f"MAILROOM_{where.upper()}" if environment and where else where
             message = str(problem["msg"]).removeprefix("Value error, ")
             errors.print(
                 f"[red]error:[/red] {escape(f'{where}: ' if where else '')}{escape(message)}",
