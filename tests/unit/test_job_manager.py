@@ -13,8 +13,9 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from mailroom_common.broker import Topology
 from mailroom_common.job_overview import Heartbeat, QueueFigures, job_status
-from mailroom_common.jobs import JOBS, JOBS_BY_NAME, JobActivity, job_of_queue
-from mailroom_common.metrics import JOB_LAST_SUCCESS
+from mailroom_common.jobs import JOBS, JOBS_BY_NAME, Job, JobActivity, job_of_queue
+from mailroom_common.metrics import JOB_LAST_ERROR, JOB_LAST_RUN, JOB_LAST_SUCCESS
+from prometheus_client import REGISTRY
 
 from mailroom.dead_letters import (
     DEAD_LETTER_HEADERS,
@@ -111,6 +112,8 @@ async def test_a_tracked_run_records_its_start_success_or_error() -> None:
     failed = activity.state("job-b")
     assert failed.last_run is not None and failed.last_success is None
     assert failed.last_error == "RuntimeError: broken 2"
+    assert JOB_LAST_RUN.labels("job-b")._value.get() == failed.last_run
+    assert JOB_LAST_ERROR.labels("job-b")._value.get() == failed.last_error_at
 
     async def cancelled() -> None:
         raise asyncio.CancelledError
@@ -118,6 +121,16 @@ async def test_a_tracked_run_records_its_start_success_or_error() -> None:
     with pytest.raises(asyncio.CancelledError):
         await activity.tracked("job-c", cancelled)()
     assert activity.state("job-c").last_error is None  # a stop is not an error
+
+
+def test_a_job_is_exported_from_the_start_before_it_runs() -> None:
+    """An idle job (no message yet for the sender) is in /metrics all the same, at 0: the
+    alert MailroomJobMissing looks for its series."""
+    idle = Job("idle-job", "outbound_sender", "Idle", (), None)
+    JobActivity().expose([idle])
+    for metric in ("run", "success", "error"):
+        name = f"mailroom_job_last_{metric}_timestamp_seconds"
+        assert REGISTRY.get_sample_value(name, {"job": "idle-job"}) == 0.0, name
 
 
 class Letter:

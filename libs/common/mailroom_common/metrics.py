@@ -70,9 +70,21 @@ PERIODIC_FAILURES = Counter(
 SERVICE_UP = Gauge(
     "mailroom_service_up", "1 for each service running in this process.", ["service"]
 )
+# The job gauges exist from the start of every process running the job (0: not yet), so
+# that an idle job is seen as present; alerts compare them (deploy/prometheus).
+JOB_LAST_RUN = Gauge(
+    "mailroom_job_last_run_timestamp_seconds",
+    "When the job last ran in this process (unix seconds; 0: not yet).",
+    ["job"],
+)
 JOB_LAST_SUCCESS = Gauge(
     "mailroom_job_last_success_timestamp_seconds",
-    "When a run of the job last succeeded in this process (unix seconds).",
+    "When a run of the job last succeeded in this process (unix seconds; 0: not yet).",
+    ["job"],
+)
+JOB_LAST_ERROR = Gauge(
+    "mailroom_job_last_error_timestamp_seconds",
+    "When a run of the job last failed in this process (unix seconds; 0: not yet).",
     ["job"],
 )
 SEND_RATE_PER_SECOND = Gauge(
