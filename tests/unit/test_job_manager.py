@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 from typing import Any
 
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from mailroom_common.broker import Topology
-from mailroom_common.job_overview import Heartbeat, QueueFigures, job_status
+from mailroom_common.job_overview import Heartbeat, JobsOverview, QueueFigures, job_status
 from mailroom_common.jobs import JOBS, JOBS_BY_NAME, Job, JobActivity, job_of_queue
 from mailroom_common.metrics import JOB_LAST_ERROR, JOB_LAST_RUN, JOB_LAST_SUCCESS
 from prometheus_client import REGISTRY
+from rich.console import Console
 
+from mailroom import jobs_cli
 from mailroom.dead_letters import (
     DEAD_LETTER_HEADERS,
     UnknownQueue,
@@ -271,3 +274,25 @@ def test_an_error_names_the_server_it_could_not_reach() -> None:
         without_password("amqp://guest:guest@rabbit:5672/vh") == "amqp://guest:***@rabbit:5672/vh"
     )
     assert without_password("postgresql://pg@db/mailroom") == "postgresql://pg@db/mailroom"
+
+
+def test_the_jobs_table_keeps_names_and_states_whole_in_80_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kubectl exec ... mailroom jobs` in an 80-column terminal: `jobs run NAME` needs the
+    name as it is, and the state is what the operator came for."""
+
+    statuses = [
+        job_status(job, [beat(1) if job is COMPLETION else beat(60)], NOW, []) for job in JOBS
+    ]
+    screen = StringIO()
+    monkeypatch.setattr(jobs_cli, "console", Console(file=screen, width=80))
+    jobs_cli.print_overview(JobsOverview(checked_at=NOW, broker_problem=None, jobs=statuses))
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[3].strip()
+        for line in screen.getvalue().splitlines()
+        if line.count("│") > 2 and line.split("│")[1].strip()
+    }
+    assert rows == {job.name: ("up" if job is COMPLETION else "down") for job in JOBS}, (
+        screen.getvalue()
+    )
