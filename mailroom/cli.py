@@ -237,7 +237,7 @@ def contacts_import(
         # one line per bad row, as written (no markup: a value may hold "[...]")
         errors.print(f"{file}:{line}: {reason}", markup=False, highlight=False, soft_wrap=True)
     if report.bad_rows:
-        errors.print(f"{len(report.bad_rows)} bad row(s) skipped")
+        errors.print(f"{len(report.bad_rows)} bad row(s) skipped", soft_wrap=True)
 
 
 @campaign_app.command("create")
@@ -503,7 +503,10 @@ def _admin_request(
         ) as client:
             response = client.request(method, path, json=body)
     except httpx.HTTPError as error:
-        raise _fail(f"cannot reach the config service at {settings.config_url}: {error}") from None
+        raise _fail(
+            f"cannot reach the config service at {settings.config_url} (MAILROOM_CONFIG_URL):"
+            f" {error}"
+        ) from None
     if response.status_code < 400:
         return response.json()
     try:
@@ -599,7 +602,7 @@ def settings_set(
             f"{group}: version {result['version']}, changed: {', '.join(result['changed_keys'])}"
         )
         if not result["announced"]:
-            errors.print(f"[yellow]warning:[/yellow] {escape(result['message'])}")
+            errors.print(f"[yellow]warning:[/yellow] {escape(result['message'])}", soft_wrap=True)
     else:
         console.print(f"{group}: nothing changed (still version {result['version']})")
 
@@ -698,7 +701,7 @@ def bounce_parse(
         try:
             raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
         except OSError as error:
-            errors.print(f"[red]error:[/red] {escape(name)}: {escape(str(error))}")
+            errors.print(f"[red]error:[/red] {escape(name)}: {escape(str(error))}", soft_wrap=True)
             failed = True
             continue
         sys.stdout.write(json.dumps(describe(name, raw, signer)) + "\n")

@@ -41,7 +41,7 @@ jobs_app = typer.Typer(
 console = Console()
 if not console.is_terminal:
     console = Console(width=max(console.width, 200))
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # a message is one line, never folded
 
 
 def _with_pool(settings: Settings, work: Callable[[Pool], Awaitable[T]]) -> T:
