@@ -26,7 +26,11 @@ SMTP_SEND_SECONDS = Histogram(
     "mailroom_smtp_send_seconds",
     "Time of one SMTP transaction, by outcome (sent, retry, failed); up to the account's timeout.",
     ["outcome"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    # up to the longest timeout an account may have (SmtpAccount.timeout_seconds, 3,600 s)
+    buckets=(
+        *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        *(300, 600, 1800, 3600),
+    ),
 )
 SMTP_REPLIES = Counter(
     "mailroom_smtp_replies_total",
