@@ -246,6 +246,8 @@ def test_topic_patterns_and_queue_names() -> None:
     assert resolve_queue(TOPOLOGY, "completion.events.dlq") == "p.completion.events.dlq"
     assert resolve_queue(TOPOLOGY, "completion.events") == "p.completion.events.dlq"
     assert resolve_queue(TOPOLOGY, "p.job-run.dlq") == "p.job-run.dlq"
+    # the work queue by its full name, as the alert MailroomDeadLetters gives it
+    assert resolve_queue(TOPOLOGY, "p.completion.events") == "p.completion.events.dlq"
     with pytest.raises(UnknownQueue, match=re.escape("p.settings-changed.dlq")):
         resolve_queue(TOPOLOGY, "p.outbound.retry.1000ms")
 
