@@ -1,6 +1,7 @@
-"""The job alerts (MailroomJobMissing, MailroomJobSilent) evaluated by Prometheus's own engine
-(`promtool test rules`) on series shaped like those the processes export: an idle job is
-neither missing nor silent, a failing or stuck one is."""
+"""Alert expressions evaluated by Prometheus's own engine (`promtool test rules`) on series
+shaped like those the processes export: an idle job is neither missing nor silent (job
+alerts), a failing or stuck one is; a second replica of the completion service does not make
+the backlog look as if it grew."""
 
 from __future__ import annotations
 
@@ -61,7 +62,11 @@ def _series(jobs: dict[str, dict[str, str]]) -> list[dict[str, str]]:
 
 
 def _check(
-    tmp_path: Path, jobs: dict[str, dict[str, str]], alert: str, expected: list[dict[str, Any]]
+    tmp_path: Path,
+    jobs: dict[str, dict[str, str]],
+    alert: str,
+    expected: list[dict[str, Any]],
+    series: list[dict[str, str]] | None = None,
 ) -> None:
     """The alert's expression at 30 minutes gives exactly `expected` (promtool says what it
     got otherwise)."""
@@ -71,7 +76,7 @@ def _check(
         "tests": [
             {
                 "interval": "1m",
-                "input_series": _series(jobs),
+                "input_series": _series(jobs) if series is None else series,
                 "promql_expr_test": [
                     {"expr": _expr(alert), "eval_time": EVAL_AT, "exp_samples": expected}
                 ],
@@ -149,3 +154,26 @@ def test_the_timed_jobs_are_those_with_a_sweep() -> None:
     something to run on demand, but the bounce job (its poll interval may be a day)."""
     assert {j.name for j in JOBS if j.on_demand is not None} - {PROCESS_BOUNCE_EMAIL} == TIMED
     assert "|".join(sorted(TIMED)) in _expr("MailroomJobSilent")
+
+
+def _open_items(instance: str, values: str) -> list[dict[str, str]]:
+    return [
+        {
+            "series": f'mailroom_campaign_items{{status="{status}", instance="{instance}"}}',
+            "values": values,
+        }
+        for status in ("pending", "queued")
+    ]
+
+
+def test_a_second_completion_replica_does_not_grow_the_backlog(tmp_path: Path) -> None:
+    """Each completion replica exports the same counts: a rollout (a surge pod for a while)
+    or a second replica is not a backlog that grows."""
+    steady = _open_items("completion-1:8081", "500x40")
+    surge = _open_items("completion-2:8081", "_x10 500x30")
+    _check(tmp_path, {}, "MailroomBacklogGrowing", [], series=steady + surge)
+
+
+def test_open_items_that_keep_growing_are_a_backlog(tmp_path: Path) -> None:
+    growing = _open_items("completion-1:8081", "100+10x40")
+    _check(tmp_path, {}, "MailroomBacklogGrowing", [{"labels": "{}", "value": 800}], series=growing)
