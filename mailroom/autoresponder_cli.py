@@ -24,7 +24,7 @@ autoresponder_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # a message is one line, never folded
 
 
 def _fail(message: str) -> typer.Exit:

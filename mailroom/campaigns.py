@@ -26,7 +26,7 @@ __all__ = [
     "CampaignProblem",
     "CreatedCampaign",
     "NewCampaign",
-    "campaign_exists",
+    "campaign_state",
     "campaign_status",
     "create_campaign",
     "create_draft",
@@ -80,5 +80,9 @@ async def list_campaigns(pool: Pool, limit: int) -> list[dict[str, Any]]:
     return [{k: v for k, v in c.items() if k in LISTED} for c in listed]
 
 
-async def campaign_exists(pool: Pool, campaign_id: int) -> bool:
-    return bool(await pool.fetchval("SELECT 1 FROM campaigns WHERE id = $1", campaign_id))
+async def campaign_state(pool: Pool, campaign_id: int) -> str | None:
+    """The campaign's status, None when there is no such campaign."""
+    status: str | None = await pool.fetchval(
+        "SELECT status FROM campaigns WHERE id = $1", campaign_id
+    )
+    return status

@@ -18,6 +18,7 @@ import httpx
 import typer
 from mailroom_common import archive as archiving
 from mailroom_common.broker_policy import BrokerPolicyError
+from mailroom_common.campaign_lifecycle import CANCELLABLE_STATUSES, PAUSABLE_STATUSES
 from mailroom_common.db import MissingDatabase, create_pool
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
 from mailroom_common.logs import configure_logging
@@ -236,7 +237,7 @@ def contacts_import(
         # one line per bad row, as written (no markup: a value may hold "[...]")
         errors.print(f"{file}:{line}: {reason}", markup=False, highlight=False, soft_wrap=True)
     if report.bad_rows:
-        errors.print(f"{len(report.bad_rows)} bad row(s) skipped")
+        errors.print(f"{len(report.bad_rows)} bad row(s) skipped", soft_wrap=True)
 
 
 @campaign_app.command("create")
@@ -327,12 +328,20 @@ def campaign_launch(
             raise typer.Exit(code=1)
 
 
-def _command(campaign_id: int, command: Any) -> None:
-    """Publish a command for a campaign that exists (checked first: an unknown id would only
-    end in the dead-letter queue)."""
+def _command(campaign_id: int, command: Any, applies_to: tuple[str, ...], done: str) -> None:
+    """Publish a command for a campaign that exists, in a status the command changes (checked
+    first: an unknown id would only end in the dead-letter queue, a campaign in another
+    status would be left as it is)."""
     settings = Settings()
-    if not _run(_with_pool(settings, lambda pool: campaigns.campaign_exists(pool, campaign_id))):
+    status = _run(_with_pool(settings, lambda pool: campaigns.campaign_state(pool, campaign_id)))
+    if status is None:
         raise _fail(f"no campaign {campaign_id}: nothing was published", code=1)
+    if status not in applies_to:
+        raise _fail(
+            f"campaign {campaign_id} is {status}: only a campaign that is"
+            f" {' or '.join(applies_to)} can be {done}; nothing was published",
+            code=1,
+        )
     _run(campaigns.send_command(settings, command))
     console.print(f"{command.routing_key} for campaign {campaign_id} published")
 
@@ -371,19 +380,21 @@ def campaign_list(
 @campaign_app.command("pause")
 def campaign_pause(campaign_id: int) -> None:
     """Pause generation and sending (resume picks up where it stopped)."""
-    _command(campaign_id, CampaignPause(campaign_id=campaign_id))
+    _command(campaign_id, CampaignPause(campaign_id=campaign_id), PAUSABLE_STATUSES, "paused")
 
 
 @campaign_app.command("resume")
 def campaign_resume(campaign_id: int) -> None:
     """Resume a paused campaign."""
-    _command(campaign_id, CampaignResume(campaign_id=campaign_id))
+    _command(campaign_id, CampaignResume(campaign_id=campaign_id), ("paused",), "resumed")
 
 
 @campaign_app.command("cancel")
 def campaign_cancel(campaign_id: int) -> None:
     """Cancel: unsent items are skipped."""
-    _command(campaign_id, CampaignCancel(campaign_id=campaign_id))
+    _command(
+        campaign_id, CampaignCancel(campaign_id=campaign_id), CANCELLABLE_STATUSES, "cancelled"
+    )
 
 
 @campaign_app.command("status")
@@ -492,7 +503,10 @@ def _admin_request(
         ) as client:
             response = client.request(method, path, json=body)
     except httpx.HTTPError as error:
-        raise _fail(f"cannot reach the config service at {settings.config_url}: {error}") from None
+        raise _fail(
+            f"cannot reach the config service at {settings.config_url} (MAILROOM_CONFIG_URL):"
+            f" {error}"
+        ) from None
     if response.status_code < 400:
         return response.json()
     try:
@@ -588,7 +602,7 @@ def settings_set(
             f"{group}: version {result['version']}, changed: {', '.join(result['changed_keys'])}"
         )
         if not result["announced"]:
-            errors.print(f"[yellow]warning:[/yellow] {escape(result['message'])}")
+            errors.print(f"[yellow]warning:[/yellow] {escape(result['message'])}", soft_wrap=True)
     else:
         console.print(f"{group}: nothing changed (still version {result['version']})")
 
@@ -687,7 +701,7 @@ def bounce_parse(
         try:
             raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
         except OSError as error:
-            errors.print(f"[red]error:[/red] {escape(name)}: {escape(str(error))}")
+            errors.print(f"[red]error:[/red] {escape(name)}: {escape(str(error))}", soft_wrap=True)
             failed = True
             continue
         sys.stdout.write(json.dumps(describe(name, raw, signer)) + "\n")
@@ -810,7 +824,8 @@ def main() -> None:
         environment = error.title == Settings.__name__
         for problem in error.errors(include_input=False, include_url=False):
             where = "_".join(str(part) for part in problem["loc"])
-            where = f"MAILROOM_{where.upper()}" if environment else where
+            # a check of several settings together has no location: its message names them
+            where = f"MAILROOM_{where.upper()}" if environment and where else where
             message = str(problem["msg"]).removeprefix("Value error, ")
             errors.print(
                 f"[red]error:[/red] {escape(f'{where}: ' if where else '')}{escape(message)}",

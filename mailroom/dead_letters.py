@@ -65,9 +65,12 @@ class UnknownQueue(ValueError):
 
 
 def resolve_queue(topology: Topology, name: str) -> str:
-    """The full name of a DLQ given as listed, or without the queue prefix."""
+    """The full name of a DLQ given as listed, or without the queue prefix, or as the work
+    queue it serves (the `queue` label of mailroom_dead_letters_total, which the alert
+    MailroomDeadLetters names)."""
     known = topology.dead_letter_queue_names()
-    for candidate in (name, f"{topology.prefix}.{name}", f"{topology.prefix}.{name}.dlq"):
+    prefixed = f"{topology.prefix}.{name}"
+    for candidate in (name, prefixed, f"{prefixed}.dlq", f"{name}.dlq"):
         if candidate in known:
             return candidate
     raise UnknownQueue(f"no dead-letter queue {name!r}; they are: {', '.join(known)}")

@@ -33,7 +33,7 @@ errors = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {escape(message)}")
+    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code=code)
 
 
@@ -165,7 +165,7 @@ def replay(
     else:
         console.print(f"replayed {report.replayed} message(s) from {name}; {report.left} left")
         for message, why in report.kept:
-            errors.print(f"kept {escape(message)}: {escape(why)}")
+            errors.print(f"kept {escape(message)}: {escape(why)}", soft_wrap=True)
     if report.kept:
         raise typer.Exit(code=1)
 

@@ -37,8 +37,12 @@ jobs_app = typer.Typer(
     " A job none of whose replicas was seen for 30 s is down.",
     invoke_without_command=True,
 )
+# not a terminal (a pipe, `kubectl exec` without -t: 80 columns by default): wide enough for
+# the whole table, as `kubectl get -o wide` is
 console = Console()
-errors = Console(stderr=True)
+if not console.is_terminal:
+    console = Console(width=max(console.width, 200))
+errors = Console(stderr=True, soft_wrap=True)  # a message is one line, never folded
 
 
 def _with_pool(settings: Settings, work: Callable[[Pool], Awaitable[T]]) -> T:
@@ -78,7 +82,11 @@ def _figure(value: int | None) -> str:
 def print_overview(overview: JobsOverview) -> None:
     now = overview.checked_at
     table = Table(title="jobs")
-    for column in ("job", "service", "state", "replicas", "last run", "last success"):
+    # a narrow terminal shortens the other cells, never a job's name (`jobs run NAME`) or state
+    table.add_column("job", no_wrap=True)
+    table.add_column("service")
+    table.add_column("state", no_wrap=True)
+    for column in ("replicas", "last run", "last success"):
         table.add_column(column)
     for column in ("queued", "consumers", "dead letters"):
         table.add_column(column, justify="right")

@@ -247,8 +247,18 @@ async def test_campaign_list_version_and_what_is_refused_before_anything_is_publ
         "error: campaign_id: Input should be less than or equal to 9223372036854775807"
     ]
 
+    # a campaign the command would leave as it is (a draft is neither paused nor resumed):
+    # exit 1, nothing published
+    for command, wanted in (("pause", "scheduled or generating or sending"), ("resume", "paused")):
+        result = await run_mailroom(unreachable_broker, "campaign", command, str(first))
+        assert result.returncode == 1, (command, result)
+        assert _one_line(result.stderr) == (
+            f"error: campaign {first} is draft: only a campaign that is {wanted} can be"
+            f" {command}d; nothing was published"
+        )
+
     # an unreachable server: one line naming its setting, no traceback, no password
-    result = await run_mailroom(unreachable_broker, "campaign", "pause", str(first))
+    result = await run_mailroom(unreachable_broker, "campaign", "cancel", str(first))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "error: cannot reach the broker at amqp://127.0.0.1:1/ (MAILROOM_RABBITMQ_URL):"

@@ -102,7 +102,10 @@ async def test_show_and_set(config: tuple[Installation, dict[str, str]]) -> None
         {**env, "MAILROOM_CONFIG_URL": f"http://127.0.0.1:{closed}"}, "settings", "show"
     )
     assert result.returncode == 2
-    assert f"cannot reach the config service at http://127.0.0.1:{closed}" in result.stderr
+    assert (
+        f"cannot reach the config service at http://127.0.0.1:{closed} (MAILROOM_CONFIG_URL)"
+        in result.stderr
+    )
 
 
 async def test_test_smtp_and_test_imap(

@@ -114,5 +114,11 @@ async def test_json_log_lines_carry_the_campaign_and_message(smtp_server: SmtpSe
         assert launched["level"] == "info" and launched["campaign_id"] == campaign_id
         assert launched["message_id"] and launched["queue"].endswith(".item_generator.commands")
         assert not any("@" in line["message"] for line in lines if line["level"] == "info")
+        # every line about the campaign carries its id, from a consumer's message or from a
+        # periodic sweep (generation of a due campaign, the completion sweep) alike
+        about = [line for line in lines if f"campaign {campaign_id}" in line["message"]]
+        assert any("generat" in line["message"] for line in about), about
+        assert any("completed" in line["message"] for line in about), about
+        assert [line for line in about if line.get("campaign_id") != campaign_id] == []
     finally:
         await install.teardown()

@@ -172,6 +172,9 @@ def test_the_configure_step_points_mail_at_mailpit_and_dovecot() -> None:
     users = (ROOT / "deploy" / "compose" / "dovecot-users").read_text().split()
     assert f"{steps['bounce']['username']}:{{PLAIN}}{steps['bounce']['password']}" in users
     assert set(services["configure"]["depends_on"]) == {"config", "mailpit", "dovecot"}
+    # the health check of config is its ops port, up before its admin API: a first call
+    # refused must not leave Mailroom unconfigured for good
+    assert services["configure"]["restart"] == "on-failure"
 
 
 def test_mounted_files_exist() -> None:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 from typing import Any
 
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from mailroom_common.broker import Topology
-from mailroom_common.job_overview import Heartbeat, QueueFigures, job_status
-from mailroom_common.jobs import JOBS, JOBS_BY_NAME, JobActivity, job_of_queue
-from mailroom_common.metrics import JOB_LAST_SUCCESS
+from mailroom_common.job_overview import Heartbeat, JobsOverview, QueueFigures, job_status
+from mailroom_common.jobs import JOBS, JOBS_BY_NAME, Job, JobActivity, job_of_queue
+from mailroom_common.metrics import JOB_LAST_ERROR, JOB_LAST_RUN, JOB_LAST_SUCCESS
+from prometheus_client import REGISTRY
+from rich.console import Console
 
+from mailroom import jobs_cli
 from mailroom.dead_letters import (
     DEAD_LETTER_HEADERS,
     UnknownQueue,
@@ -111,6 +115,8 @@ async def test_a_tracked_run_records_its_start_success_or_error() -> None:
     failed = activity.state("job-b")
     assert failed.last_run is not None and failed.last_success is None
     assert failed.last_error == "RuntimeError: broken 2"
+    assert JOB_LAST_RUN.labels("job-b")._value.get() == failed.last_run
+    assert JOB_LAST_ERROR.labels("job-b")._value.get() == failed.last_error_at
 
     async def cancelled() -> None:
         raise asyncio.CancelledError
@@ -118,6 +124,16 @@ async def test_a_tracked_run_records_its_start_success_or_error() -> None:
     with pytest.raises(asyncio.CancelledError):
         await activity.tracked("job-c", cancelled)()
     assert activity.state("job-c").last_error is None  # a stop is not an error
+
+
+def test_a_job_is_exported_from_the_start_before_it_runs() -> None:
+    """An idle job (no message yet for the sender) is in /metrics all the same, at 0: the
+    alert MailroomJobMissing looks for its series."""
+    idle = Job("idle-job", "outbound_sender", "Idle", (), None)
+    JobActivity().expose([idle])
+    for metric in ("run", "success", "error"):
+        name = f"mailroom_job_last_{metric}_timestamp_seconds"
+        assert REGISTRY.get_sample_value(name, {"job": "idle-job"}) == 0.0, name
 
 
 class Letter:
@@ -230,6 +246,8 @@ def test_topic_patterns_and_queue_names() -> None:
     assert resolve_queue(TOPOLOGY, "completion.events.dlq") == "p.completion.events.dlq"
     assert resolve_queue(TOPOLOGY, "completion.events") == "p.completion.events.dlq"
     assert resolve_queue(TOPOLOGY, "p.job-run.dlq") == "p.job-run.dlq"
+    # the work queue by its full name, as the alert MailroomDeadLetters gives it
+    assert resolve_queue(TOPOLOGY, "p.completion.events") == "p.completion.events.dlq"
     with pytest.raises(UnknownQueue, match=re.escape("p.settings-changed.dlq")):
         resolve_queue(TOPOLOGY, "p.outbound.retry.1000ms")
 
@@ -258,3 +276,25 @@ def test_an_error_names_the_server_it_could_not_reach() -> None:
         without_password("amqp://guest:guest@rabbit:5672/vh") == "amqp://guest:***@rabbit:5672/vh"
     )
     assert without_password("postgresql://pg@db/mailroom") == "postgresql://pg@db/mailroom"
+
+
+def test_the_jobs_table_keeps_names_and_states_whole_in_80_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kubectl exec ... mailroom jobs` in an 80-column terminal: `jobs run NAME` needs the
+    name as it is, and the state is what the operator came for."""
+
+    statuses = [
+        job_status(job, [beat(1) if job is COMPLETION else beat(60)], NOW, []) for job in JOBS
+    ]
+    screen = StringIO()
+    monkeypatch.setattr(jobs_cli, "console", Console(file=screen, width=80))
+    jobs_cli.print_overview(JobsOverview(checked_at=NOW, broker_problem=None, jobs=statuses))
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[3].strip()
+        for line in screen.getvalue().splitlines()
+        if line.count("│") > 2 and line.split("│")[1].strip()
+    }
+    assert rows == {job.name: ("up" if job is COMPLETION else "down") for job in JOBS}, (
+        screen.getvalue()
+    )

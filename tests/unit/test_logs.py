@@ -85,6 +85,32 @@ def test_an_exception_stays_in_its_line(captured: tuple[io.StringIO, logging.Han
     assert line["level"] == "error" and "RuntimeError: boom" in line["exception"]
 
 
+@pytest.mark.parametrize("formatter", [JsonFormatter, TextFormatter])
+def test_quoted_text_loses_addresses_at_info_and_above(
+    captured: tuple[io.StringIO, logging.Handler], formatter: type[logging.Formatter]
+) -> None:
+    """An SMTP reply or an exception quoted in a line keeps the domain of an address it
+    names, not the person; a debug line keeps it whole."""
+    stream, handler = captured
+    handler.setFormatter(formatter())
+    logger = logging.getLogger("mailroom.test_logs")
+    logger.setLevel(logging.DEBUG)
+    reply = "550 5.1.1 <ann.o+news@example.com>: Recipient address rejected"
+    logger.info("test email via smtp.example.com:587: %s", reply)
+    try:
+        raise RuntimeError(f"refused bob@mail.example.org ({reply})")
+    except RuntimeError:
+        logger.exception("send failed")
+    logger.debug("raw reply: %s", reply)
+    text = stream.getvalue()
+    info, debug = text.split("send failed")[0], text.split("raw reply")[1]
+    assert "<***@example.com>: Recipient address rejected" in info
+    assert "ann.o+news" not in text.split("raw reply")[0]
+    assert "bob@" not in text and "***@mail.example.org" in text
+    assert "smtp.example.com:587" in info  # host names are not addresses
+    assert "ann.o+news@example.com" in debug
+
+
 def test_text_for_a_terminal(captured: tuple[io.StringIO, logging.Handler]) -> None:
     stream, handler = captured
     handler.setFormatter(TextFormatter())

@@ -4,6 +4,7 @@ dashboard name metrics the code exports, with the labels the scrapes give them."
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from mailroom_common.metrics import SMTP_SEND_SECONDS
+from mailroom_common.runtime_settings import SmtpAccount
 
 from mailroom.services import SERVICES
 from tests.support.deployment import (
@@ -161,3 +164,17 @@ def test_grafana_in_compose_is_provisioned_with_the_dashboard() -> None:
     assert (
         f"./deploy/grafana/mailroom.json:{folder}/mailroom.json:ro" in compose["grafana"]["volumes"]
     )
+
+
+def test_smtp_latency_buckets_reach_the_longest_timeout() -> None:
+    """A slow transaction lands in a bucket of its own, whatever timeout the account has."""
+    field = SmtpAccount.model_fields["timeout_seconds"]
+    longest = next(m.le for m in field.metadata if getattr(m, "le", None) is not None)
+    SMTP_SEND_SECONDS.labels("sent")
+    bounds = {
+        float(sample.labels["le"])
+        for metric in SMTP_SEND_SECONDS.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_bucket")
+    }
+    assert max(b for b in bounds if not math.isinf(b)) >= longest >= field.default

@@ -98,4 +98,6 @@ def test_a_service_process_refuses_to_start_naming_the_variable() -> None:
     assert result.returncode == 2
     assert "MAILROOM_SIGNING_KEY is not set" in result.stderr
     assert "MAILROOM_SETTINGS_KEY is not set" in result.stderr
+    # the check of both keys together has no single variable to put before the message
+    assert result.stderr.startswith("error: refusing to start: "), result.stderr
     assert "Traceback" not in result.stderr

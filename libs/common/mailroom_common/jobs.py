@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from asyncpg.pool import Pool
 
 from mailroom_common.broker import Topology
-from mailroom_common.metrics import JOB_LAST_SUCCESS
+from mailroom_common.metrics import JOB_LAST_ERROR, JOB_LAST_RUN, JOB_LAST_SUCCESS
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,17 @@ class JobActivity:
             state = self._states[job] = JobState()
         return state
 
+    def expose(self, jobs: Iterable[Job]) -> None:
+        """Create the metric series of the jobs this process runs (0 until they run): a job
+        with nothing to do is present all the same (MailroomJobMissing)."""
+        for job in jobs:
+            for gauge in (JOB_LAST_RUN, JOB_LAST_SUCCESS, JOB_LAST_ERROR):
+                gauge.labels(job.name)
+
     def ran(self, job: str) -> None:
-        self._state(job).last_run = time.time()
+        now = time.time()
+        self._state(job).last_run = now
+        JOB_LAST_RUN.labels(job).set(now)
 
     def succeeded(self, job: str) -> None:
         now = time.time()
@@ -165,6 +174,7 @@ class JobActivity:
         state = self._state(job)
         state.last_error = error[:1000]
         state.last_error_at = time.time()
+        JOB_LAST_ERROR.labels(job).set(state.last_error_at)
 
     def state(self, job: str) -> JobState:
         return self._state(job)

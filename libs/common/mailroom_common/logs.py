@@ -4,6 +4,10 @@ text for a terminal, each carrying the ids of the work at hand.
 `log_context(campaign_id=..., batch_id=...)` adds fields to every line logged inside it (a
 context variable: a handler's tasks inherit it, other handlers do not see it). `intake`
 sets the message id and the campaign, batch, page or item ids of the message it hands over.
+
+No email address at info level or above: the code logs ids, and whatever text it quotes (an
+SMTP reply, an exception) loses the local part of any address in it (`***@example.com`);
+debug lines keep them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -19,6 +24,17 @@ from typing import Any
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("mailroom_log_context", default=None)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# the local part of an address (RFC 5322 atext and dots) before @domain.tld
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@(?=[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,})")
+
+
+def redact_addresses(text: str) -> str:
+    """`text` with the local part of every email address replaced by ***."""
+    return _ADDRESS.sub("***@", text)
+
+
+def _redacted(record: logging.LogRecord, text: str) -> str:
+    return text if record.levelno < logging.INFO else redact_addresses(text)
 
 
 @contextlib.contextmanager
@@ -54,11 +70,11 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _redacted(record, record.getMessage()),
         }
         line.update(_context.get() or {})
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = _redacted(record, self.formatException(record.exc_info))
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
@@ -69,7 +85,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = _redacted(record, super().format(record))
         fields = _context.get()
         if not fields:
             return text

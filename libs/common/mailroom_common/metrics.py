@@ -26,7 +26,11 @@ SMTP_SEND_SECONDS = Histogram(
     "mailroom_smtp_send_seconds",
     "Time of one SMTP transaction, by outcome (sent, retry, failed); up to the account's timeout.",
     ["outcome"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    # up to the longest timeout an account may have (SmtpAccount.timeout_seconds, 3,600 s)
+    buckets=(
+        *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        *(300, 600, 1800, 3600),
+    ),
 )
 SMTP_REPLIES = Counter(
     "mailroom_smtp_replies_total",
@@ -70,9 +74,21 @@ PERIODIC_FAILURES = Counter(
 SERVICE_UP = Gauge(
     "mailroom_service_up", "1 for each service running in this process.", ["service"]
 )
+# The job gauges exist from the start of every process running the job (0: not yet), so
+# that an idle job is seen as present; alerts compare them (deploy/prometheus).
+JOB_LAST_RUN = Gauge(
+    "mailroom_job_last_run_timestamp_seconds",
+    "When the job last ran in this process (unix seconds; 0: not yet).",
+    ["job"],
+)
 JOB_LAST_SUCCESS = Gauge(
     "mailroom_job_last_success_timestamp_seconds",
-    "When a run of the job last succeeded in this process (unix seconds).",
+    "When a run of the job last succeeded in this process (unix seconds; 0: not yet).",
+    ["job"],
+)
+JOB_LAST_ERROR = Gauge(
+    "mailroom_job_last_error_timestamp_seconds",
+    "When a run of the job last failed in this process (unix seconds; 0: not yet).",
     ["job"],
 )
 SEND_RATE_PER_SECOND = Gauge(

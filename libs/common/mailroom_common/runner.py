@@ -201,12 +201,9 @@ class ServiceProcess:
                 self._tasks.append(
                     asyncio.create_task(task.loop(self.stopping, runtime.jobs), name=task.name)
                 )
-        heartbeats = Heartbeats(
-            self._pool,
-            runtime.jobs,
-            runtime.instance_id,
-            jobs_of_services(s.name for s in self.services),
-        )
+        jobs = jobs_of_services(s.name for s in self.services)
+        runtime.jobs.expose(jobs)
+        heartbeats = Heartbeats(self._pool, runtime.jobs, runtime.instance_id, jobs)
         self._tasks.append(asyncio.create_task(heartbeats.loop(self.stopping), name="heartbeats"))
         public = [(s.http_paths, s.http_app) for s in self.services if s.http_app is not None]
         if public:

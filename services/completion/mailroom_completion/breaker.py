@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from asyncpg import Record
 from mailroom_common import campaign_lifecycle
+from mailroom_common.logs import log_context
 from mailroom_common.runtime import Runtime
 from mailroom_common.settings import Settings
 from prometheus_client import Counter
@@ -106,6 +107,7 @@ class CircuitBreaker:
             trip = judge(Figures.of(row), settings)
             if trip is None:
                 continue
-            if await campaign_lifecycle.pause(self.runtime, row["id"], trip.reason):
-                BREAKER_TRIPS.labels(trip.cause).inc()
-                log.warning("campaign %d paused: %s", row["id"], trip.reason)
+            with log_context(campaign_id=row["id"]):
+                if await campaign_lifecycle.pause(self.runtime, row["id"], trip.reason):
+                    BREAKER_TRIPS.labels(trip.cause).inc()
+                    log.warning("campaign %d paused: %s", row["id"], trip.reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailroom_common import campaign_lifecycle
+from mailroom_common.logs import log_context
 from mailroom_common.runtime import Runtime
 
 
@@ -19,4 +20,5 @@ class CompletionTracker:
             "SELECT id FROM campaigns WHERE status = 'sending' AND generation_done ORDER BY id"
         )
         for row in ids:
-            await self.check(row["id"])
+            with log_context(campaign_id=row["id"]):  # what it logs names the campaign
+                await self.check(row["id"])

@@ -20,6 +20,7 @@ from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 from mailroom_common import campaign_lifecycle
 from mailroom_common.events import ItemsPage
+from mailroom_common.logs import log_context
 from mailroom_common.metrics import ITEMS_GENERATED
 from mailroom_common.runtime import Runtime
 
@@ -132,7 +133,8 @@ class ItemGenerator:
             )
             if campaign_id is None:
                 return
-            await self.generate(campaign_id)
+            with log_context(campaign_id=campaign_id):  # a launch command's context has it
+                await self.generate(campaign_id)
 
     async def generate(self, campaign_id: int) -> None:
         log.info("generating items of campaign %d", campaign_id)
@@ -273,5 +275,6 @@ class ItemGenerator:
             campaign_id,
         )
         for row in rows:
-            log.info("republishing page %d of campaign %d", row["id"], row["campaign_id"])
-            await self._publish_page(row["campaign_id"], row["id"], list(row["item_ids"]))
+            with log_context(campaign_id=row["campaign_id"], page_id=row["id"]):
+                log.info("republishing page %d of campaign %d", row["id"], row["campaign_id"])
+                await self._publish_page(row["campaign_id"], row["id"], list(row["item_ids"]))
