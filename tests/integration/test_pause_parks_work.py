@@ -2,7 +2,8 @@
 to pending and unpublishes its pages, settles the message and publishes nothing about the
 campaign while it is paused; the resume hands the pages over again and every email is sent
 exactly once. End to end through the real RabbitMQ, PostgreSQL and a slow SMTP server; then
-the sender alone, with the tries of an item rendered again after it was parked."""
+the sender alone: a pause stops a batch at its next chunk, and an item rendered again after it
+was parked keeps its tries."""
 
 from __future__ import annotations
 
@@ -204,6 +205,37 @@ async def test_a_paused_campaigns_batch_is_parked_and_settled_with_nothing_publi
         assert await bench.retry_messages() == []
         assert await bench.published_results() == []
     assert smtp_server.handler.received == []
+
+
+async def test_a_pause_stops_a_batch_at_its_next_chunk(installation: Installation) -> None:
+    """A pause committed while a chunk is being sent: that chunk finishes (its items were
+    claimed), the next one claims nothing, and the rest of the batch is parked."""
+    with FaultySmtpServer() as smtp:
+        smtp.faults.data_delay = 0.25  # one connection: a chunk of 4 takes a second
+        async with sender_bench(installation, smtp.port, pool_size=1) as bench:
+            addresses = [f"chunk{n}@example.test" for n in range(24)]
+            items = await bench.items(addresses)
+            chunk = installation.settings.chunk_per_connection  # one connection, no rate limit
+            batch = bench.batch(
+                [outbound_email(i, a) for i, a in zip(items, addresses, strict=True)]
+            )
+            delivery = asyncio.create_task(bench.sender.handle_batch(batch, redelivered=False))
+            await smtp_received(smtp, 1, limit=10)  # the first chunk is being sent
+            await bench.pool.execute(
+                "UPDATE campaigns SET paused_from = status, status = 'paused' WHERE id = $1",
+                bench.campaign_id,
+            )
+            paused_at = received_count(smtp)
+            await asyncio.wait_for(delivery, 10)
+            rows = await bench.rows(items)
+            results = await bench.published_results()
+        print(
+            f"\npaused after {paused_at} of the first chunk of {chunk}: {received_count(smtp)} sent"
+        )
+    assert paused_at < chunk, "the pause should have come while the first chunk was sent"
+    assert received_count(smtp) == chunk
+    assert [rows[i]["status"] for i in items] == ["sent"] * chunk + ["pending"] * (24 - chunk)
+    assert [r.item_id for result in results for r in result.results] == items[:chunk]
 
 
 async def test_a_retry_counts_the_tries_the_database_knows(
