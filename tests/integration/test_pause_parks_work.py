@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator
 import aio_pika
 import asyncpg
 import pytest
-from mailroom_common.broker import PRIORITY_ROUTING_KEY, Topology
-from mailroom_common.events import CampaignLaunch, CampaignPause, CampaignResume
+from mailroom_common.broker import PRIORITY_ROUTING_KEY, Topology, declare_topology, make_broker
+from mailroom_common.events import CampaignLaunch, CampaignPause, CampaignResume, ItemsPage
+from mailroom_common.runtime import Runtime
+from mailroom_message_processor.processor import MessageProcessor
 
 from mailroom.campaigns import send_command
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
@@ -271,3 +273,79 @@ async def test_a_retry_counts_the_tries_the_database_knows(
     assert rows[done]["smtp_reply"].startswith(
         f"gave up after {len(bench.topology.retry_delays_ms) + 1} attempts"
     )
+
+
+# -- the message processor alone, in the test's process --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "published", "items", "page_published"),
+    [
+        (["generating", "paused"], 0, "pending", False),  # parked for the resume
+        (["cancelled"], 0, "pending", True),  # ended: nothing to hand over again
+        (["generating"], 1, "queued", True),  # sends: rendered and published
+    ],
+    ids=["paused", "cancelled", "generating"],
+)
+async def test_the_processor_parks_a_page_of_a_paused_campaign(
+    installation: Installation,
+    path: list[str],
+    published: int,
+    items: str,
+    page_published: bool,
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    settings = installation.settings
+    audience = await make_audience(pool, 3, tag="page")
+    await use_smtp_server(pool, 2525)  # nothing is sent: the processor reads the From
+    campaign_id = await make_campaign(pool, audience)
+    item_ids = [
+        r["id"]
+        for r in await pool.fetch(
+            "INSERT INTO campaign_items (campaign_id, contact_id, email)"
+            " SELECT DISTINCT ON (lower(email)) $1, id, email FROM contacts"
+            " WHERE email = ANY($2) ORDER BY lower(email), id RETURNING id",
+            campaign_id,
+            sorted(audience.eligible),
+        )
+    ]
+    page_id = await pool.fetchval(
+        "INSERT INTO item_pages (campaign_id, item_count, first_item_id, last_item_id,"
+        " published_at) VALUES ($1, 3, $2, $3, now()) RETURNING id",
+        campaign_id,
+        min(item_ids),
+        max(item_ids),
+    )
+    for status in path:
+        await pool.execute(
+            "UPDATE campaigns SET paused_from = CASE WHEN $2 = 'paused' THEN status END,"
+            " status = $2 WHERE id = $1",
+            campaign_id,
+            status,
+        )
+    topology = Topology.from_settings(settings)
+    broker = make_broker(settings)
+    await broker.connect()
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        await declare_topology(broker, topology)
+        channel = await connection.channel()
+        batches = await channel.declare_queue(exclusive=True)
+        await batches.bind(topology.work.name, routing_key="outbound.batch")
+        processor = MessageProcessor(Runtime.build(settings, pool, broker))
+        await processor.handle_page(
+            ItemsPage(campaign_id=campaign_id, page_id=page_id, item_ids=sorted(item_ids))
+        )
+        await asyncio.sleep(0.5)
+        found = CampaignMessages(batches, campaign_id)
+        assert len(await found.take()) == published
+    finally:
+        await connection.close()
+        await broker.stop()
+    statuses = await pool.fetch(
+        "SELECT DISTINCT status FROM campaign_items WHERE campaign_id = $1", campaign_id
+    )
+    assert [r["status"] for r in statuses] == [items]
+    page = "SELECT published_at IS NOT NULL FROM item_pages WHERE id = $1"
+    assert await pool.fetchval(page, page_id) is page_published
