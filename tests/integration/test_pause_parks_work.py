@@ -37,9 +37,14 @@ QUIET_SECONDS = 30
 @pytest.fixture
 async def install() -> AsyncIterator[Installation]:
     # pages of 100 and batches of 50: many pages and batches in flight when the pause comes;
-    # sweeps far apart, so that sending again within a second after the resume is the
-    # resume's doing, not a sweep's
-    install = Installation(items_page_size=100, batch_size=50, sweep_interval_seconds=30)
+    # sweeps far apart and pages young to them for two minutes, so that sending again within a
+    # second after the resume is the resume's doing, whatever the age of the parked pages
+    install = Installation(
+        items_page_size=100,
+        batch_size=50,
+        sweep_interval_seconds=30,
+        republish_after_seconds=120,
+    )
     await install.setup()
     try:
         yield install
