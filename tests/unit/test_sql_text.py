@@ -2,13 +2,16 @@
 typed repository each, every statement written out in full): no f-string in a function with
 a value where a table goes, and no `{placeholder}` where a table goes for `.format` or
 `.replace` to fill. Module-level constants built from other constants are the same text at
-every run and are not looked at."""
+every run and are not looked at. And the sender's autoresponder statements never read
+`campaigns` (an autoresponder item belongs to no campaign)."""
 
 from __future__ import annotations
 
 import ast
 import re
 from pathlib import Path
+
+from mailroom_outbound_sender import items
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = [REPO / "libs" / "common", REPO / "services", REPO / "mailroom"]
@@ -78,3 +81,15 @@ def test_the_check_finds_both_forms() -> None:
     )
     assert _table_placeholders(planted) == [1]
     assert _interpolated_tables(planted) == [3]
+
+
+def test_the_autoresponder_statements_never_read_campaigns() -> None:
+    statements = {
+        name: value
+        for name, value in vars(items).items()
+        if name.startswith("AUTORESPONDER_") and isinstance(value, str)
+    }
+    assert len(statements) == 7  # release, suppress, open items, claim, record, bounces, give up
+    for name, statement in statements.items():
+        assert re.search(r"\bautoresponder_item(s|_id)\b", statement), name
+        assert not re.search(r"\bcampaigns\b", statement), name
