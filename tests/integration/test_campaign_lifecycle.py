@@ -1,11 +1,13 @@
-"""Every campaign transition through the running services and the real broker, as the CRM
-sees it: the commands it publishes and the lifecycle events it hears back."""
+"""Campaign transitions through the running services and the real broker, as the CRM sees
+them: the commands it publishes and the lifecycle events it hears back. Then every edge of the
+state machine, each made by campaign_lifecycle on the real PostgreSQL and announced on the real
+broker (some, such as a pause while items are generated, no service run can hit on purpose)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,8 +15,11 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
-from mailroom_common.broker import Topology
+from mailroom_common import campaign_lifecycle as lifecycle
+from mailroom_common.broker import Topology, declare_topology, make_broker
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
+from mailroom_common.metrics import CAMPAIGNS_COMPLETED
+from mailroom_common.runtime import Runtime
 
 from mailroom.campaigns import send_command
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
@@ -147,3 +152,152 @@ async def test_every_transition_is_made_and_announced_and_an_illegal_one_refused
     with pytest.raises(asyncpg.CheckViolationError, match="completed -> sending"):
         await pool.execute("UPDATE campaigns SET status = 'sending' WHERE id = $1", sent_through)
     assert max(smtp_server.handler.recipients().values()) == 1
+
+
+# -- every edge of the state machine, through campaign_lifecycle and the real broker ----------
+
+
+@asynccontextmanager
+async def lifecycle_runtime(install: Installation) -> AsyncIterator[Runtime]:
+    """A runtime of the test's own on the installation's database and broker: no service
+    runs, so no generator takes a campaign the walk leaves generating."""
+    broker = make_broker(install.settings)
+    await broker.connect()
+    try:
+        await declare_topology(broker, Topology.from_settings(install.settings))
+        yield Runtime.build(install.settings, pool_of(install), broker)
+    finally:
+        await broker.stop()
+
+
+class Walk:
+    """Transitions made through campaign_lifecycle, each edge taken recorded from the
+    statuses PostgreSQL holds before and after."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.taken: set[tuple[str, str]] = set()
+
+    async def status(self, campaign_id: int) -> str:
+        return str(await lifecycle.status_of(self.runtime.pool, campaign_id))
+
+    async def new(self) -> int:
+        campaign_id: int = await self.runtime.pool.fetchval(
+            "INSERT INTO campaigns (name, subject, from_email, html_template)"
+            " VALUES ('walk', 's', 'news@mailroom.test', '<p>x</p>') RETURNING id"
+        )
+        return campaign_id
+
+    async def step(self, campaign_id: int, to: str, transition: Awaitable[object]) -> None:
+        """`transition` (a coroutine not yet awaited) takes `campaign_id` to `to`."""
+        before = await self.status(campaign_id)
+        result = await transition
+        assert result is not None and result is not False, (campaign_id, before, to)
+        assert await self.status(campaign_id) == to, (campaign_id, before, to)
+        self.taken.add((before, to))
+
+    async def generate(self, campaign_id: int, owner: str = "walk:1") -> None:
+        """The generator's two steps: claimed (due, or its lease free), then finished."""
+        claimed = await lifecycle.claim_generation(self.runtime.pool, owner, 15)
+        assert claimed == campaign_id
+        await self.step(
+            campaign_id,
+            "sending",
+            lifecycle.finish_generation(self.runtime, campaign_id, owner),
+        )
+
+
+async def test_every_edge_of_the_state_machine_is_taken_and_announced(
+    installation: Installation,
+) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    finished_before = {s: _finished(s) for s in lifecycle.FINAL_STATUSES}
+    async with lifecycle_runtime(installation) as runtime, listening(installation) as heard:
+        walk = Walk(runtime)
+        rt = runtime
+        ended: dict[int, str] = {}
+
+        # draft -> cancelled
+        c = await walk.new()
+        await walk.step(c, "cancelled", lifecycle.cancel(rt, c))
+        ended[c] = "cancelled"
+
+        # draft -> scheduled -> cancelled
+        c = await walk.new()
+        await walk.step(c, "scheduled", lifecycle.launch(rt, c, later))
+        await walk.step(c, "cancelled", lifecycle.cancel(rt, c))
+        ended[c] = "cancelled"
+
+        # draft -> scheduled -> paused -> scheduled -> (due) generating -> paused ->
+        # generating -> sending -> paused -> sending -> completed
+        c = await walk.new()
+        await walk.step(c, "scheduled", lifecycle.launch(rt, c, later))
+        await walk.step(c, "paused", lifecycle.pause(rt, c))
+        await walk.step(c, "scheduled", lifecycle.resume(rt, c))
+        await rt.pool.execute("UPDATE campaigns SET send_at = now() WHERE id = $1", c)  # due
+        await walk.step(c, "generating", lifecycle.claim_generation(rt.pool, "w:1", 15))
+        await walk.step(c, "paused", lifecycle.pause(rt, c))
+        await walk.step(c, "generating", lifecycle.resume(rt, c))
+        await walk.generate(c)  # the pause released the lease: claimed again
+        await walk.step(c, "paused", lifecycle.pause(rt, c, "the breaker"))
+        await walk.step(c, "sending", lifecycle.resume(rt, c))
+        await walk.step(c, "completed", lifecycle.complete_if_done(rt, c))
+        ended[c] = "completed"
+        through = c
+
+        # draft -> generating -> cancelled / failed
+        for final in ("cancelled", "failed"):
+            c = await walk.new()
+            await walk.step(c, "generating", lifecycle.launch(rt, c, datetime.now(UTC)))
+            if final == "cancelled":
+                await walk.step(c, final, lifecycle.cancel(rt, c))
+            else:
+                await walk.step(c, final, lifecycle.fail(rt, c, "broken template"))
+            ended[c] = final
+
+        # draft -> generating -> sending -> failed / cancelled
+        for final in ("failed", "cancelled"):
+            c = await walk.new()
+            await walk.step(c, "generating", lifecycle.launch(rt, c, datetime.now(UTC)))
+            await walk.generate(c)
+            if final == "cancelled":
+                await walk.step(c, final, lifecycle.cancel(rt, c))
+            else:
+                await walk.step(c, final, lifecycle.fail(rt, c, "broken template"))
+            ended[c] = final
+
+        # draft -> generating -> paused -> cancelled
+        c = await walk.new()
+        await walk.step(c, "generating", lifecycle.launch(rt, c, datetime.now(UTC)))
+        await walk.step(c, "paused", lifecycle.pause(rt, c))
+        await walk.step(c, "cancelled", lifecycle.cancel(rt, c))
+        ended[c] = "cancelled"
+
+        completed = {c: await heard.until(c, "campaign.completed") for c in ended}
+        await asyncio.sleep(1)  # nothing announced twice
+
+    resumes = {("paused", s) for s in lifecycle.PAUSABLE_STATUSES}
+    assert walk.taken == set(lifecycle.TRANSITIONS) | resumes
+    assert {c: body["status"] for c, body in completed.items()} == ended
+    assert [body["reason"] for c, body in completed.items() if ended[c] == "failed"] == [
+        "broken template",
+        "broken template",
+    ]
+    assert heard.keys(through) == [
+        "campaign.paused",
+        "campaign.resumed",
+        "campaign.paused",
+        "campaign.resumed",
+        "campaign.generated",
+        "campaign.paused",
+        "campaign.resumed",
+        "campaign.completed",
+    ]
+    for campaign_id in ended:
+        assert heard.keys(campaign_id).count("campaign.completed") == 1
+    finished = {s: _finished(s) - finished_before[s] for s in lifecycle.FINAL_STATUSES}
+    assert finished == {"completed": 1, "failed": 2, "cancelled": 5}
+
+
+def _finished(status: str) -> float:
+    return float(CAMPAIGNS_COMPLETED.labels(status)._value.get())

@@ -425,6 +425,12 @@ async def test_test_smtp_sends_through_the_global_account(
 
         bad = await client.post("/actions/test-smtp", json={"to": "not an address"})
         assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "to"
+        # the one address check of every recipient: Mailroom sends without SMTPUTF8
+        delivered = len(smtp_server.handler.received)
+        utf8 = await client.post("/actions/test-smtp", json={"to": "jürgen@example.com"})
+        assert utf8.status_code == 422, utf8.text
+        assert "SMTPUTF8" in utf8.json()["detail"][0]["problem"]
+        assert len(smtp_server.handler.received) == delivered
         missing = await client.post("/actions/test-smtp", json={})
         assert missing.status_code == 422 and missing.json()["detail"][0]["field"] == "to"
 

@@ -143,6 +143,13 @@ async def test_forms_need_the_csrf_token_and_the_same_origin(
         assert answer.status_code == 422
         assert 'id="f-port-error"' in answer.text and 'aria-invalid="true"' in answer.text
         assert await smtp_version(install) == before + 1
+        # a test email's recipient passes the one address check (no SMTPUTF8)
+        answer = await client.post(
+            "/console/smtp/test",
+            data={"csrf_token": csrf, "to": "jürgen@example.com"},
+            headers={"Origin": base},
+        )
+        assert answer.status_code == 422 and "SMTPUTF8" in answer.text
         # no secret in the service's log: the password, the admin token, the session
         session_cookie = client.cookies.get("mailroom_console")
         assert session_cookie

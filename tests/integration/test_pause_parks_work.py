@@ -2,7 +2,8 @@
 to pending and unpublishes its pages, settles the message and publishes nothing about the
 campaign while it is paused; the resume hands the pages over again and every email is sent
 exactly once. End to end through the real RabbitMQ, PostgreSQL and a slow SMTP server; then
-the sender alone, with the tries of an item rendered again after it was parked."""
+the sender alone: a pause stops a batch at its next chunk, and an item rendered again after it
+was parked keeps its tries."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from collections.abc import AsyncIterator
 import aio_pika
 import asyncpg
 import pytest
-from mailroom_common.broker import PRIORITY_ROUTING_KEY, Topology
-from mailroom_common.events import CampaignLaunch, CampaignPause, CampaignResume
+from mailroom_common.broker import PRIORITY_ROUTING_KEY, Topology, declare_topology, make_broker
+from mailroom_common.events import CampaignLaunch, CampaignPause, CampaignResume, ItemsPage
+from mailroom_common.runtime import Runtime
+from mailroom_message_processor.processor import MessageProcessor
 
 from mailroom.campaigns import send_command
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
@@ -33,8 +36,15 @@ QUIET_SECONDS = 30
 
 @pytest.fixture
 async def install() -> AsyncIterator[Installation]:
-    # pages of 100 and batches of 50: many pages and batches in flight when the pause comes
-    install = Installation(items_page_size=100, batch_size=50)
+    # pages of 100 and batches of 50: many pages and batches in flight when the pause comes;
+    # sweeps far apart and pages young to them for two minutes, so that sending again within a
+    # second after the resume is the resume's doing, whatever the age of the parked pages
+    install = Installation(
+        items_page_size=100,
+        batch_size=50,
+        sweep_interval_seconds=30,
+        republish_after_seconds=120,
+    )
     await install.setup()
     try:
         yield install
@@ -160,7 +170,10 @@ async def test_a_paused_campaign_waits_in_the_database_and_publishes_nothing(
             resumed_at = time.monotonic()
             await send_command(install.settings, CampaignResume(campaign_id=campaign_id))
             await smtp_received(smtp, sent + 1, limit=30)
-            print(f"sending again {time.monotonic() - resumed_at:.1f} s after the resume")
+            again_after = time.monotonic() - resumed_at
+            print(f"sending again {again_after:.1f} s after the resume")
+            # the resume hands the parked pages over at once, not at the next sweep
+            assert again_after < 1.0
             status = await campaign_reaches(install, campaign_id, limit=120)
 
     assert status["status"] == "completed", status
@@ -206,6 +219,37 @@ async def test_a_paused_campaigns_batch_is_parked_and_settled_with_nothing_publi
     assert smtp_server.handler.received == []
 
 
+async def test_a_pause_stops_a_batch_at_its_next_chunk(installation: Installation) -> None:
+    """A pause committed while a chunk is being sent: that chunk finishes (its items were
+    claimed), the next one claims nothing, and the rest of the batch is parked."""
+    with FaultySmtpServer() as smtp:
+        smtp.faults.data_delay = 0.25  # one connection: a chunk of 4 takes a second
+        async with sender_bench(installation, smtp.port, pool_size=1) as bench:
+            addresses = [f"chunk{n}@example.test" for n in range(24)]
+            items = await bench.items(addresses)
+            chunk = installation.settings.chunk_per_connection  # one connection, no rate limit
+            batch = bench.batch(
+                [outbound_email(i, a) for i, a in zip(items, addresses, strict=True)]
+            )
+            delivery = asyncio.create_task(bench.sender.handle_batch(batch, redelivered=False))
+            await smtp_received(smtp, 1, limit=10)  # the first chunk is being sent
+            await bench.pool.execute(
+                "UPDATE campaigns SET paused_from = status, status = 'paused' WHERE id = $1",
+                bench.campaign_id,
+            )
+            paused_at = received_count(smtp)
+            await asyncio.wait_for(delivery, 10)
+            rows = await bench.rows(items)
+            results = await bench.published_results()
+        print(
+            f"\npaused after {paused_at} of the first chunk of {chunk}: {received_count(smtp)} sent"
+        )
+    assert paused_at < chunk, "the pause should have come while the first chunk was sent"
+    assert received_count(smtp) == chunk
+    assert [rows[i]["status"] for i in items] == ["sent"] * chunk + ["pending"] * (24 - chunk)
+    assert [r.item_id for result in results for r in result.results] == items[:chunk]
+
+
 async def test_a_retry_counts_the_tries_the_database_knows(
     installation: Installation, smtp_server: SmtpServer
 ) -> None:
@@ -234,3 +278,79 @@ async def test_a_retry_counts_the_tries_the_database_knows(
     assert rows[done]["smtp_reply"].startswith(
         f"gave up after {len(bench.topology.retry_delays_ms) + 1} attempts"
     )
+
+
+# -- the message processor alone, in the test's process --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "published", "items", "page_published"),
+    [
+        (["generating", "paused"], 0, "pending", False),  # parked for the resume
+        (["cancelled"], 0, "pending", True),  # ended: nothing to hand over again
+        (["generating"], 1, "queued", True),  # sends: rendered and published
+    ],
+    ids=["paused", "cancelled", "generating"],
+)
+async def test_the_processor_parks_a_page_of_a_paused_campaign(
+    installation: Installation,
+    path: list[str],
+    published: int,
+    items: str,
+    page_published: bool,
+) -> None:
+    pool = installation.pool
+    assert pool is not None
+    settings = installation.settings
+    audience = await make_audience(pool, 3, tag="page")
+    await use_smtp_server(pool, 2525)  # nothing is sent: the processor reads the From
+    campaign_id = await make_campaign(pool, audience)
+    item_ids = [
+        r["id"]
+        for r in await pool.fetch(
+            "INSERT INTO campaign_items (campaign_id, contact_id, email)"
+            " SELECT DISTINCT ON (lower(email)) $1, id, email FROM contacts"
+            " WHERE email = ANY($2) ORDER BY lower(email), id RETURNING id",
+            campaign_id,
+            sorted(audience.eligible),
+        )
+    ]
+    page_id = await pool.fetchval(
+        "INSERT INTO item_pages (campaign_id, item_count, first_item_id, last_item_id,"
+        " published_at) VALUES ($1, 3, $2, $3, now()) RETURNING id",
+        campaign_id,
+        min(item_ids),
+        max(item_ids),
+    )
+    for status in path:
+        await pool.execute(
+            "UPDATE campaigns SET paused_from = CASE WHEN $2 = 'paused' THEN status END,"
+            " status = $2 WHERE id = $1",
+            campaign_id,
+            status,
+        )
+    topology = Topology.from_settings(settings)
+    broker = make_broker(settings)
+    await broker.connect()
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        await declare_topology(broker, topology)
+        channel = await connection.channel()
+        batches = await channel.declare_queue(exclusive=True)
+        await batches.bind(topology.work.name, routing_key="outbound.batch")
+        processor = MessageProcessor(Runtime.build(settings, pool, broker))
+        await processor.handle_page(
+            ItemsPage(campaign_id=campaign_id, page_id=page_id, item_ids=sorted(item_ids))
+        )
+        await asyncio.sleep(0.5)
+        found = CampaignMessages(batches, campaign_id)
+        assert len(await found.take()) == published
+    finally:
+        await connection.close()
+        await broker.stop()
+    statuses = await pool.fetch(
+        "SELECT DISTINCT status FROM campaign_items WHERE campaign_id = $1", campaign_id
+    )
+    assert [r["status"] for r in statuses] == [items]
+    page = "SELECT published_at IS NOT NULL FROM item_pages WHERE id = $1"
+    assert await pool.fetchval(page, page_id) is page_published

@@ -12,6 +12,7 @@ from typing import get_args
 import asyncpg
 import pytest
 from asyncpg.pool import Pool
+from mailroom_common import campaign_counts
 from mailroom_common import campaign_lifecycle as lifecycle
 from mailroom_common.campaign_lifecycle import CampaignStatus, UnknownCampaign
 from mailroom_common.events import (
@@ -97,6 +98,12 @@ async def test_postgresql_allows_exactly_the_transitions_of_the_module(
             or (old == "paused" and new == paused_from)
         )
         assert allowed == expected, (old, new, paused_from)
+
+
+def test_the_counts_know_the_final_statuses_of_the_lifecycle() -> None:
+    """campaign_counts keeps its own copy (campaign_lifecycle imports it): the same."""
+    assert campaign_counts.ENDED == lifecycle.FINAL_STATUSES
+    assert set(lifecycle.FINAL_STATUSES) == set(get_args(lifecycle.FinalStatus))
 
 
 async def test_a_campaign_from_draft_to_completed_announces_each_step(

@@ -97,23 +97,42 @@ def _json(value: dict[str, str]) -> str:
 # `item_table` says which. Locked: archiving cannot move it while its bounce is recorded.
 CAMPAIGN_ITEM = (
     "SELECT id, lower(email) AS email, status, sent_at, campaign_id,"
-    " 'campaign_items' AS item_table FROM campaign_items"
+    " 'campaign_items' AS item_table FROM campaign_items WHERE id = $1 FOR UPDATE"
 )
 ARCHIVED_ITEM = (
     "SELECT id, lower(email) AS email, status, sent_at, campaign_id,"
-    " 'archived_items' AS item_table FROM archived_items"
+    " 'archived_items' AS item_table FROM archived_items WHERE id = $1 FOR UPDATE"
 )
 AUTORESPONDER_ITEM = (
     "SELECT id, lower(email) AS email, status, sent_at, NULL::bigint AS campaign_id,"
-    " 'autoresponder_items' AS item_table FROM autoresponder_items"
+    " 'autoresponder_items' AS item_table FROM autoresponder_items WHERE id = $1 FOR UPDATE"
 )
+
+# A final bounce of an item in place, one statement per table (written out, no table name
+# put into SQL text): a hard bounce stays hard whatever comes after it. $6: BOUNCEABLE.
+CAMPAIGN_ITEM_BOUNCED = """
+UPDATE campaign_items SET status = 'bounced',
+       bounce_kind = CASE WHEN status = 'bounced' AND bounce_kind = 'hard' THEN 'hard' ELSE $2 END,
+       smtp_code = COALESCE($3, smtp_code), smtp_reply = COALESCE($4, smtp_reply), error = $5
+WHERE id = $1 AND status = ANY($6::text[])
+"""
+AUTORESPONDER_ITEM_BOUNCED = """
+UPDATE autoresponder_items SET status = 'bounced',
+       bounce_kind = CASE WHEN status = 'bounced' AND bounce_kind = 'hard' THEN 'hard' ELSE $2 END,
+       smtp_code = COALESCE($3, smtp_code), smtp_reply = COALESCE($4, smtp_reply), error = $5
+WHERE id = $1 AND status = ANY($6::text[])
+"""
+ITEM_BOUNCED = {
+    "campaign_items": CAMPAIGN_ITEM_BOUNCED,
+    "autoresponder_items": AUTORESPONDER_ITEM_BOUNCED,
+}
 
 
 async def _item(conn: PoolConnectionProxy, item_ref: str) -> dict[str, Any] | None:
     item_id = int(item_ref.removeprefix("a"))
     queries = (AUTORESPONDER_ITEM,) if item_ref.startswith("a") else (CAMPAIGN_ITEM, ARCHIVED_ITEM)
     for query in queries:
-        row = await conn.fetchrow(f"{query} WHERE id = $1 FOR UPDATE", item_id)
+        row = await conn.fetchrow(query, item_id)
         if row is not None:
             return dict(row)
     return None
@@ -422,12 +441,7 @@ class Recorder:
                 )
             else:
                 await conn.execute(
-                    f"UPDATE {item['item_table']} SET status = 'bounced',"
-                    " bounce_kind = CASE WHEN status = 'bounced' AND bounce_kind = 'hard'"
-                    "   THEN 'hard' ELSE $2 END,"
-                    " smtp_code = COALESCE($3, smtp_code), smtp_reply = COALESCE($4, smtp_reply),"
-                    " error = $5"
-                    " WHERE id = $1 AND status = ANY($6::text[])",
+                    ITEM_BOUNCED[item["item_table"]],
                     item["id"],
                     kind,
                     smtp_code,

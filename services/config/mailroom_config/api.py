@@ -21,11 +21,11 @@ import json
 import logging
 from typing import Annotated, Any
 
-from email_validator import EmailNotValidError, validate_email
 from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
+from mailroom_common.addresses import AddressProblem, checked_address
 from mailroom_common.runtime import Runtime
 from mailroom_common.runtime_settings import GROUPS
 from pydantic import BaseModel, Field, SecretStr
@@ -382,8 +382,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     )
     async def test_smtp(body: TestSmtpRequest) -> ActionResult:
         try:
-            to = validate_email(body.to, check_deliverability=False).normalized
-        except EmailNotValidError as error:
+            to = checked_address(body.to)
+        except AddressProblem as error:
             raise Invalid([FieldProblem("to", str(error))]) from None
         return await settings_ops.test_smtp(current(), to)
 

@@ -265,11 +265,13 @@ class ItemGenerator:
 
     async def republish_unpublished_pages(self, campaign_id: int | None = None) -> None:
         """Hand over pages whose publication was lost (a crash, a broker outage) or that were
-        parked (a pause), of campaigns that send: all of them, or `campaign_id`'s."""
+        parked (a pause), of campaigns that send: all of them, or those of `campaign_id`, which
+        has just resumed. Its unpublished pages were parked, however young: the generator
+        stopped at the pause, so none of them is about to be published by it."""
         settings = self.runtime.settings
         rows = await self.runtime.pool.fetch(
             UNPUBLISHED_PAGES,
-            settings.republish_after_seconds,
+            settings.republish_after_seconds if campaign_id is None else 0.0,
             settings.republish_pages,
             list(campaign_lifecycle.SENDING_STATUSES),
             campaign_id,

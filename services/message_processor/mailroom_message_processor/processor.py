@@ -92,11 +92,8 @@ class MessageProcessor:
         )
         if campaign is None:
             raise Rejected(f"unknown campaign {page.campaign_id}")
-        if campaign["status"] == "paused":
-            await campaign_lifecycle.park_page(runtime.pool, page.page_id)
+        if not await self._sends(page, campaign["status"]):
             return
-        if not campaign_lifecycle.sends(campaign["status"]):
-            return  # cancelled or failed: its open items were closed with it
         marketing, version = await self._marketing()
         try:
             compiled = await asyncio.to_thread(self._compiled_for, campaign, marketing, version)
@@ -157,6 +154,12 @@ class MessageProcessor:
         status = await self.runtime.pool.fetchval(
             "SELECT status FROM campaigns WHERE id = $1", page.campaign_id
         )
+        return await self._sends(page, status)
+
+    async def _sends(self, page: ItemsPage, status: str | None) -> bool:
+        """Whether the page's campaign, in `status`, sends: a paused one's page is parked (the
+        item generator hands it over again after the resume); an ended one's open items were
+        closed with it."""
         if campaign_lifecycle.sends(status):
             return True
         if status == "paused":

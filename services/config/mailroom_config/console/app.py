@@ -26,8 +26,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, unquote
 
-from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from mailroom_common.addresses import AddressProblem, checked_address
 from mailroom_common.campaign_lifecycle import CANCELLABLE_STATUSES, PAUSABLE_STATUSES
 from mailroom_common.events import CampaignCancel, CampaignPause, CampaignResume, Event, JobRun
 from mailroom_common.http import PEER
@@ -378,8 +378,8 @@ class Console:
     async def smtp_test(self, request: Request, session: Session) -> Response:
         to = request.state.form.get("to", "")
         try:
-            address = validate_email(to, check_deliverability=False).normalized
-        except EmailNotValidError as error:
+            address = checked_address(to)
+        except AddressProblem as error:
             problem = FieldProblem("to", str(error))
             return await self.settings_page(
                 request, session, "smtp", 422, [problem], test_to=to, test=None
