@@ -147,7 +147,12 @@ async def test_purge_asks_first_and_unknown_queues_are_refused(
     assert f"purged 4 message(s) from {dlq}" in " ".join(purged.stdout.split())
     assert await depth(dlq) == 0
 
-    unknown = await run_mailroom(
-        installation.env, "dlq", "show", f"{prefix}.item_generator.commands"
+    # the work queue's full name (what the alert MailroomDeadLetters names) means its DLQ
+    by_work_queue = await run_mailroom(
+        installation.env, "dlq", "show", f"{prefix}.item_generator.commands", "--json"
     )
+    assert by_work_queue.returncode == 0, by_work_queue.stderr
+    shown = json.loads(by_work_queue.stdout)
+    assert (shown["queue"], shown["shown"]) == (dlq, [])  # its DLQ, purged
+    unknown = await run_mailroom(installation.env, "dlq", "show", f"{prefix}.outbound.retry")
     assert unknown.returncode == 2 and "no dead-letter queue" in unknown.stderr
