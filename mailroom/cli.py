@@ -17,9 +17,11 @@ import asyncpg
 import httpx
 import typer
 from mailroom_common import archive as archiving
-from mailroom_common.broker_policy import BrokerPolicyError
+from mailroom_common.broker import Topology
+from mailroom_common.broker_policy import BrokerPolicyError, delivery_limit_policy_name
 from mailroom_common.campaign_lifecycle import CANCELLABLE_STATUSES, PAUSABLE_STATUSES
 from mailroom_common.db import MissingDatabase, create_pool
+from mailroom_common.delivery_limit_keeper import put_for_migrate
 from mailroom_common.events import CampaignCancel, CampaignLaunch, CampaignPause, CampaignResume
 from mailroom_common.logs import configure_logging
 from mailroom_common.migrate import SchemaOutdated, require_current_schema
@@ -128,7 +130,7 @@ def run(
         import uvloop
 
         uvloop.run(process.run_until_signalled())
-    except (StartRefused, MissingDatabase, SchemaOutdated, BrokerPolicyError) as error:
+    except (StartRefused, MissingDatabase, SchemaOutdated) as error:
         raise _fail(f"refusing to start: {error}") from None
     except OSError as error:
         if unreachable_setting(error) is not None:
@@ -145,13 +147,38 @@ def migrate(
             help="Create the database named by MAILROOM_DATABASE_URL when it does not exist.",
         ),
     ] = False,
+    skip_broker_policy: Annotated[
+        bool,
+        typer.Option(
+            "--skip-broker-policy",
+            help="Do not put the delivery-limit policy on RabbitMQ (the services try at start).",
+        ),
+    ] = False,
 ) -> None:
-    """Apply pending migrations (safe to run concurrently). Services do not migrate unless
-    MAILROOM_MIGRATE_ON_START=true; they refuse to start on an older schema."""
+    """Apply pending migrations (safe to run concurrently), then put the delivery-limit policy
+    on the work queues through RabbitMQ's management API: a deployment's one explicit step,
+    where a wrong MAILROOM_RABBITMQ_MANAGEMENT_URL fails (the services only warn and keep
+    trying). Services do not migrate unless MAILROOM_MIGRATE_ON_START=true; they refuse to
+    start on an older schema."""
     settings = Settings()
     configure_logging(settings.log_level, "text")
     applied = _run(apply_migrations(settings.database_url, create_database=create_database))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    if skip_broker_policy:
+        return
+    topology = Topology.from_settings(settings)
+    try:
+        _run(put_for_migrate(settings, topology))
+    except BrokerPolicyError as error:
+        raise _fail(
+            f"cannot put the delivery-limit policy {delivery_limit_policy_name(topology)}:"
+            f" {error} (the migrations are applied; the services start without the policy and"
+            " keep trying; --skip-broker-policy skips this step)"
+        ) from None
+    console.print(
+        f"delivery-limit policy {delivery_limit_policy_name(topology)}:"
+        f" {topology.delivery_limit} on the work queues"
+    )
 
 
 @contacts_app.command("subscribe")

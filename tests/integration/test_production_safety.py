@@ -1,14 +1,22 @@
 """Production safety: migrations only where asked, a missing database or an older schema
 refused in one line, and the delivery limit as a RabbitMQ policy (changing it between two
-starts works, and queues an older version declared with the argument keep starting)."""
+starts works, queues an older version declared with the argument keep starting, and a
+management API that is down, silent or misconfigured never stops a start: one warning, the
+gauge at 0, the policy put in the background once the API answers; `mailroom migrate` is
+where a wrong MAILROOM_RABBITMQ_MANAGEMENT_URL fails)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Iterator
 
 import aio_pika
+import httpx
 import pytest
 from mailroom_common.broker import Topology
 from mailroom_common.broker_policy import ManagementApi, delivery_limit_policy_name
@@ -17,6 +25,8 @@ from mailroom_common.migrate import migration_files
 
 from tests.support.cli import run_mailroom
 from tests.support.environment import RABBITMQ_URL, Installation, wait_for
+from tests.support.ports import free_port
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +51,9 @@ async def test_migrate_creates_the_database_only_when_asked() -> None:
         created = await run_mailroom(install.env, "migrate", "--create-database")
         assert created.returncode == 0, created.stderr
         assert "applied" in created.stdout and "none pending" not in created.stdout
+        # the deployment's explicit step puts the delivery-limit policy too
+        assert await _policy(install) is not None
+        assert "delivery-limit policy" in created.stdout
         again = await run_mailroom(install.env, "migrate")
         assert again.returncode == 0 and "none pending" in again.stdout
     finally:
@@ -137,16 +150,16 @@ async def test_changing_the_delivery_limit_between_two_starts() -> None:
         assert Installation.terminate(first) == 0
 
         install.env["MAILROOM_DELIVERY_LIMIT"] = "5"
-        install.start_services("completion", log_name="limit-5")  # no PRECONDITION_FAILED
+        second = install.start_services("completion", log_name="limit-5")  # no PRECONDITION_FAILED
         await wait_for(
             lambda: _is(_effective_limit(install), 5), 20, "the policy to say 5", interval=0.5
         )
         assert await _deliveries_until_dead_lettered(install) == 5 + 1
-        policy = await ManagementApi.from_settings(install.settings).get_policy(
-            delivery_limit_policy_name(Topology.from_settings(install.settings))
-        )
+        policy = await _policy(install)
         assert policy is not None
         print("\npolicy:", json.dumps(policy))
+        assert _policy_gauge(second) == 1
+        assert "cannot put the delivery-limit policy" not in install.log_text()
     finally:
         await install.teardown()
 
@@ -175,3 +188,142 @@ async def test_queues_declared_with_the_old_argument_keep_starting() -> None:
         assert "delete the queue once it is empty" in log
     finally:
         await install.teardown()
+
+
+# --- the management API down, silent or misconfigured: the start goes on ---------------------
+
+
+def _right_address(install: Installation) -> Installation:
+    """`install`, its own settings asking the management API at the right address (the
+    teardown removes its policy there)."""
+    install.settings = install.settings.model_copy(update={"rabbitmq_management_url": None})
+    return install
+
+
+async def _policy(install: Installation) -> dict[str, object] | None:
+    """The installation's policy as the broker has it (asked at the right address)."""
+    settings = install.settings.model_copy(update={"rabbitmq_management_url": None})
+    return await ManagementApi.from_settings(settings).get_policy(
+        delivery_limit_policy_name(Topology.from_settings(settings))
+    )
+
+
+def _policy_gauge(process: subprocess.Popen[bytes]) -> float:
+    text = httpx.get(Installation.metrics_url(process), timeout=5).text
+    found = re.search(r"^mailroom_delivery_limit_policy_applied (\S+)$", text, re.MULTILINE)
+    assert found is not None, "no mailroom_delivery_limit_policy_applied in /metrics"
+    return float(found.group(1))
+
+
+async def _gauge_is(process: subprocess.Popen[bytes], expected: float) -> bool:
+    return await asyncio.to_thread(_policy_gauge, process) == expected
+
+
+async def _consumes(install: Installation) -> None:
+    """The message processor takes an unreadable page from its queue: intake dead-letters it
+    at once, with its reason."""
+    name = Topology.from_settings(install.settings).item_pages.name
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(b'{"probe": true}', message_id="probe"), routing_key=name
+        )
+
+        async def dead_lettered() -> bool:
+            dead = await channel.declare_queue(f"{name}.dlq", passive=True)
+            return dead.declaration_result.message_count == 1
+
+        await wait_for(dead_lettered, 20, "the probe to be consumed and dead-lettered")
+
+
+@pytest.fixture(params=["nobody-listens", "never-answers"])
+def silent_management_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A loopback port where the management API does not answer: nothing listens there, or
+    something takes connections (the kernel's backlog) and never says a word."""
+    if request.param == "nobody-listens":
+        yield free_port()
+        return
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        yield silent.getsockname()[1]
+
+
+async def test_a_management_api_that_does_not_answer_never_stops_the_start(
+    silent_management_port: int,
+) -> None:
+    secret = "n0t-in-the-logs"
+    install = Installation(
+        rabbitmq_management_url=f"http://guest:{secret}@127.0.0.1:{silent_management_port}"
+    )
+    await install.setup()
+    try:
+        begun = time.monotonic()
+        process = install.start_services("message_processor", log_name="no-management")
+        started_in = time.monotonic() - begun  # ready: /readyz answered 200
+        await _consumes(install)
+        assert _policy_gauge(process) == 0
+        log = install.log_text()
+        warnings = [line for line in log.splitlines() if "cannot put the delivery-limit" in line]
+        assert len(warnings) == 1, log
+        assert "MAILROOM_RABBITMQ_MANAGEMENT_URL" in warnings[0]
+        assert f"127.0.0.1:{silent_management_port}" in warnings[0]
+        assert secret not in log
+        assert await _policy(install) is None
+        begun = time.monotonic()
+        assert Installation.terminate(process) == 0  # the retries end with the stop
+        stopped_in = time.monotonic() - begun
+        print(f"\nstarted in {started_in:.1f} s, stopped in {stopped_in:.1f} s; {warnings[0]}")
+        assert stopped_in < 10
+    finally:
+        await _right_address(install).teardown()
+
+
+async def test_the_policy_is_put_once_the_management_api_comes_back() -> None:
+    """The broker's management API is down while the process starts (a proxy that does not
+    listen yet), then comes back: the background retries put the policy, the gauge says 1."""
+    proxy = TcpProxy(15672)
+    install = Installation(rabbitmq_management_url=f"http://127.0.0.1:{proxy.port}")
+    await install.setup()
+    try:
+        process = install.start_services("message_processor", log_name="management-back")
+        assert _policy_gauge(process) == 0
+        await proxy.start()
+        await wait_for(lambda: _gauge_is(process, 1), 40, "the policy to be put", interval=0.5)
+        policy = await _policy(install)
+        assert policy is not None
+        assert policy["definition"] == {"delivery-limit": install.settings.delivery_limit}
+        assert re.search(r"put the delivery-limit policy \S+ \(attempt \d+\)", install.log_text())
+        assert Installation.terminate(process) == 0
+    finally:
+        await proxy.cut()
+        await _right_address(install).teardown()
+
+
+async def test_migrate_fails_on_a_management_url_that_does_not_answer() -> None:
+    """The deployment's one explicit step shows the wrong setting: migrations applied, the
+    policy not, exit code 2 with the setting named (and no password)."""
+    secret = "n0t-in-the-output"
+    install = Installation(
+        rabbitmq_management_url=f"http://guest:{secret}@127.0.0.1:{free_port()}",
+        broker_wait_seconds=2,
+    )
+    try:
+        begun = time.monotonic()
+        failed = await run_mailroom(install.env, "migrate", "--create-database")
+        assert time.monotonic() - begun < 30
+        assert failed.returncode == 2, failed.stdout + failed.stderr
+        assert "applied" in failed.stdout
+        message = " ".join(failed.stderr.split())
+        assert "cannot put the delivery-limit policy" in message
+        assert "MAILROOM_RABBITMQ_MANAGEMENT_URL" in message
+        assert secret not in failed.stdout + failed.stderr
+        assert "Traceback" not in failed.stderr
+        again = await run_mailroom(install.env, "migrate")  # the schema is current all the same
+        assert "none pending" in again.stdout
+        skipped = await run_mailroom(install.env, "migrate", "--skip-broker-policy")
+        assert skipped.returncode == 0, skipped.stderr
+        assert await _policy(install) is None
+    finally:
+        await _right_address(install).teardown()

@@ -121,6 +121,8 @@ def test_migrations_run_once_before_every_service() -> None:
     migrate = _services()["migrate"]
     assert migrate["command"] == ["mailroom", "migrate"]
     assert migrate["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    # it puts the delivery-limit policy too (and fails when it cannot)
+    assert migrate["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
     for name, spec in _mailroom_services().items():
         assert spec["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, (
             name

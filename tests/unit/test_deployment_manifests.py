@@ -399,7 +399,7 @@ def test_ingress_only_to_public_pages_and_ops_from_monitoring(
 def test_egress_to_dns_database_broker_and_mail(rendered: tuple[Manifest, ...]) -> None:
     database = 5432
     broker = 5672
-    management = 15672  # the delivery-limit policy, set by every process at start
+    management = 15672  # the delivery-limit policy: the migrate Job, every process at start
     smtp = {25, 465, 587}
     imap = {143, 993}
     for service, deployment in _deployments(rendered).items():

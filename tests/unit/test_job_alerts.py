@@ -33,10 +33,15 @@ TIMED = {
 }
 
 
-def _expr(alert: str) -> str:
+def _rule(alert: str) -> dict[str, Any]:
     document = yaml.safe_load(RULES.read_text())
-    (rule,) = [r for g in document["groups"] for r in g["rules"] if r.get("alert") == alert]
-    expr: str = rule["expr"]
+    rules: list[dict[str, Any]] = [r for g in document["groups"] for r in g["rules"]]
+    (rule,) = [r for r in rules if r.get("alert") == alert]
+    return rule
+
+
+def _expr(alert: str) -> str:
+    expr: str = _rule(alert)["expr"]
     return expr
 
 
@@ -177,3 +182,80 @@ def test_a_second_completion_replica_does_not_grow_the_backlog(tmp_path: Path) -
 def test_open_items_that_keep_growing_are_a_backlog(tmp_path: Path) -> None:
     growing = _open_items("completion-1:8081", "100+10x40")
     _check(tmp_path, {}, "MailroomBacklogGrowing", [{"labels": "{}", "value": 800}], series=growing)
+
+
+# --- the delivery-limit policy: an alert with its `for` and annotations, as Prometheus fires it
+
+
+def _rendered(template: str, labels: dict[str, str]) -> str:
+    """The annotation as Prometheus renders it for `labels` (it only uses $labels.NAME)."""
+    for name, value in labels.items():
+        template = template.replace(f"{{{{ $labels.{name} }}}}", value)
+    assert "{{" not in template, template
+    return template
+
+
+def _check_alert(
+    tmp_path: Path,
+    series: list[dict[str, str]],
+    alert: str,
+    expected: dict[str, list[dict[str, str]]],
+) -> None:
+    """The alert fires at each eval time for exactly the series whose labels are listed."""
+    rule = _rule(alert)
+    cases = [
+        {
+            "eval_time": at,
+            "alertname": alert,
+            "exp_alerts": [
+                {
+                    "exp_labels": {**labels, **rule["labels"]},
+                    "exp_annotations": {
+                        key: _rendered(text, labels) for key, text in rule["annotations"].items()
+                    },
+                }
+                for labels in firing
+            ],
+        }
+        for at, firing in expected.items()
+    ]
+    test = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
+    }
+    path = tmp_path / "alert-test.yml"
+    path.write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _policy_applied(instance: str, values: str) -> dict[str, str]:
+    labels = f'job="mailroom", service="outbound_sender", instance="{instance}"'
+    return {"series": f"mailroom_delivery_limit_policy_applied{{{labels}}}", "values": values}
+
+
+def test_a_process_without_the_delivery_limit_policy_for_15_minutes_alerts(
+    tmp_path: Path,
+) -> None:
+    """pod-1 never puts the policy (a wrong MAILROOM_RABBITMQ_MANAGEMENT_URL); pod-2 started
+    during a management outage of 10 minutes and put it in the background; pod-3 put it at
+    once: only pod-1 alerts, and only once it has been 0 for 15 minutes."""
+    series = [
+        _policy_applied("pod-1:8081", "0x40"),
+        _policy_applied("pod-2:8081", "0x10 1x30"),
+        _policy_applied("pod-3:8081", "1x40"),
+    ]
+    pod_1 = {"job": "mailroom", "service": "outbound_sender", "instance": "pod-1:8081"}
+    _check_alert(
+        tmp_path,
+        series,
+        "MailroomDeliveryLimitPolicyMissing",
+        {"14m": [], "16m": [pod_1], "40m": [pod_1]},
+    )

@@ -46,6 +46,7 @@ def test_every_alert_can_be_acted_on() -> None:
     rules = _rules()
     assert {r["alert"] for r in rules} >= {
         "MailroomProcessDown",
+        "MailroomDeliveryLimitPolicyMissing",
         "MailroomJobMissing",
         "MailroomJobSilent",
         "MailroomBacklogGrowing",

@@ -5,7 +5,9 @@ with another value fails with PRECONDITION_FAILED, so changing MAILROOM_DELIVERY
 stop every process at start. A policy can change at any time and applies to the queues at
 once. AMQP cannot set policies; the management HTTP API (plugin rabbitmq_management) can.
 Every process puts the policy at start (the same PUT, so replicas agree once they run the
-same settings); `mailroom migrate` does not need the broker.
+same settings) without ever holding its start up (`delivery_limit_keeper`); `mailroom migrate`
+puts it too, and fails when it cannot, so a deployment's one explicit step shows a wrong
+MAILROOM_RABBITMQ_MANAGEMENT_URL.
 
 RabbitMQ applies one policy per queue, the one of highest priority: a policy of the
 operator's own that matches these queues with a higher priority replaces this one.
@@ -15,10 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import http.client
 import json
 import re
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -36,6 +42,39 @@ class BrokerPolicyError(Exception):
         super().__init__(message)
         self.status = status
 
+    @property
+    def lasting(self) -> bool:
+        """A refusal that asking again will not change (credentials, permissions, path)."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429
+
+
+async def _in_own_thread(call: Callable[[], bytes]) -> bytes:
+    """`call()` in a daemon thread: unlike `asyncio.to_thread`, a cancelled caller leaves
+    nothing that the loop's close (or the interpreter's exit) waits for, even when a DNS
+    look-up or a server that never answers holds the thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bytes] = loop.create_future()
+
+    def settle(outcome: bytes | BaseException) -> None:
+        if future.done():  # the caller was cancelled
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def work() -> None:
+        outcome: bytes | BaseException
+        try:
+            outcome = call()
+        except BaseException as error:  # handed to the caller, whatever it is
+            outcome = error
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=work, name="rabbitmq-management", daemon=True).start()
+    return await future
+
 
 @dataclass(frozen=True)
 class ManagementApi:
@@ -46,6 +85,15 @@ class ManagementApi:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ManagementApi:
+        try:
+            return cls._from_settings(settings)
+        except ValueError as error:  # a port that is no number; the URL itself is not repeated
+            raise BrokerPolicyError(
+                f"MAILROOM_RABBITMQ_MANAGEMENT_URL (or MAILROOM_RABBITMQ_URL) is malformed: {error}"
+            ) from None
+
+    @classmethod
+    def _from_settings(cls, settings: Settings) -> ManagementApi:
         amqp = urlsplit(settings.rabbitmq_url)
         vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
         username = unquote(amqp.username or "guest")
@@ -66,14 +114,16 @@ class ManagementApi:
     def policy_url(self, name: str) -> str:
         return f"{self.base_url}/api/policies/{quote(self.vhost, safe='')}/{quote(name, safe='')}"
 
-    def _call(self, method: str, url: str, body: object | None = None) -> bytes:
+    def _call(
+        self, method: str, url: str, body: object | None = None, timeout: float = TIMEOUT_SECONDS
+    ) -> bytes:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(url, data=data, method=method)
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
         request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as answer:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 content: bytes = answer.read()
                 return content
         except urllib.error.HTTPError as error:
@@ -83,19 +133,35 @@ class ManagementApi:
                 f" {method} {urlsplit(url).path}: {detail} (MAILROOM_RABBITMQ_MANAGEMENT_URL)",
                 error.code,
             ) from None
-        except (OSError, urllib.error.URLError) as error:
+        except (OSError, http.client.HTTPException) as error:  # URLError is an OSError
             raise BrokerPolicyError(
                 f"cannot reach RabbitMQ's management API at {self.base_url}: {error}"
                 " (MAILROOM_RABBITMQ_MANAGEMENT_URL; the broker needs the rabbitmq_management"
                 " plugin)"
             ) from None
 
-    async def put_policy(self, name: str, policy: dict[str, object]) -> None:
-        await asyncio.to_thread(self._call, "PUT", self.policy_url(name), policy)
+    async def _ask(
+        self, method: str, url: str, body: object | None = None, within: float = TIMEOUT_SECONDS
+    ) -> bytes:
+        """One call, given up after `within` seconds whatever holds it (DNS included)."""
+        try:
+            return await asyncio.wait_for(
+                _in_own_thread(lambda: self._call(method, url, body, within)), within
+            )
+        except TimeoutError:
+            raise BrokerPolicyError(
+                f"RabbitMQ's management API at {self.base_url} did not answer {method}"
+                f" {urlsplit(url).path} within {within:g} s (MAILROOM_RABBITMQ_MANAGEMENT_URL)"
+            ) from None
+
+    async def put_policy(
+        self, name: str, policy: dict[str, object], within: float = TIMEOUT_SECONDS
+    ) -> None:
+        await self._ask("PUT", self.policy_url(name), policy, within)
 
     async def get_policy(self, name: str) -> dict[str, object] | None:
         try:
-            raw = await asyncio.to_thread(self._call, "GET", self.policy_url(name))
+            raw = await self._ask("GET", self.policy_url(name))
         except BrokerPolicyError as error:
             if error.status == 404:
                 return None
@@ -105,14 +171,14 @@ class ManagementApi:
 
     async def delete_policy(self, name: str) -> None:
         try:
-            await asyncio.to_thread(self._call, "DELETE", self.policy_url(name))
+            await self._ask("DELETE", self.policy_url(name))
         except BrokerPolicyError as error:
             if error.status != 404:
                 raise
 
     async def queue(self, name: str) -> dict[str, object]:
         url = f"{self.base_url}/api/queues/{quote(self.vhost, safe='')}/{quote(name, safe='')}"
-        answer: dict[str, object] = json.loads(await asyncio.to_thread(self._call, "GET", url))
+        answer: dict[str, object] = json.loads(await self._ask("GET", url))
         return answer
 
 
@@ -132,10 +198,15 @@ def delivery_limit_policy(topology: Topology) -> dict[str, object]:
     }
 
 
-async def apply_delivery_limit(settings: Settings, topology: Topology) -> None:
-    """Put the delivery-limit policy of `topology` (idempotent)."""
+async def apply_delivery_limit(
+    settings: Settings, topology: Topology, within: float = TIMEOUT_SECONDS
+) -> None:
+    """Put the delivery-limit policy of `topology` (idempotent), or raise BrokerPolicyError
+    (after `within` seconds at most)."""
     api = ManagementApi.from_settings(settings)
-    await api.put_policy(delivery_limit_policy_name(topology), delivery_limit_policy(topology))
+    await api.put_policy(
+        delivery_limit_policy_name(topology), delivery_limit_policy(topology), within
+    )
 
 
 async def remove_delivery_limit(settings: Settings, topology: Topology) -> None:

@@ -71,6 +71,11 @@ CAMPAIGNS_COMPLETED = Counter(
 PERIODIC_FAILURES = Counter(
     "mailroom_periodic_task_failures_total", "Periodic task runs that raised.", ["task"]
 )
+DELIVERY_LIMIT_POLICY_APPLIED = Gauge(
+    "mailroom_delivery_limit_policy_applied",
+    "1 once this process has put the delivery-limit policy on the work queues (RabbitMQ's"
+    " management API, MAILROOM_RABBITMQ_MANAGEMENT_URL); 0 while it keeps trying.",
+)
 SERVICE_UP = Gauge(
     "mailroom_service_up", "1 for each service running in this process.", ["service"]
 )

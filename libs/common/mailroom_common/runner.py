@@ -1,10 +1,11 @@
 """Runs a set of services in one process (`mailroom run all` or `mailroom run SERVICE`).
 
 Start: check the schema is current (or migrate, with MAILROOM_MIGRATE_ON_START=true), open
-the ops port (/healthz, /readyz, /metrics), connect, declare the whole topology and put the
-delivery-limit policy, start consumers, periodic tasks and the public pages (only a process
-running a service that has some). Stop (SIGTERM/SIGINT): stop taking work, let in-flight
-handlers finish (up to the graceful timeout), then close connections.
+the ops port (/healthz, /readyz, /metrics), connect, declare the whole topology, try to put the
+delivery-limit policy (a few seconds at most; on failure it is retried in the background, never
+holding the start up: `delivery_limit_keeper`), start consumers, periodic tasks and the public
+pages (only a process running a service that has some). Stop (SIGTERM/SIGINT): stop taking
+work, let in-flight handlers finish (up to the graceful timeout), then close connections.
 
 Readiness (/readyz): the process is ready once started, with its database and broker
 reachable, unless every service it runs fails a check of its own. A service's own check (the
@@ -29,8 +30,8 @@ from faststream.rabbit import RabbitRouter
 from faststream.rabbit.annotations import RabbitMessage
 
 from mailroom_common.broker import declare_topology, make_broker
-from mailroom_common.broker_policy import apply_delivery_limit
 from mailroom_common.db import create_pool
+from mailroom_common.delivery_limit_keeper import DeliveryLimitKeeper
 from mailroom_common.events import JobRun, SettingsChanged
 from mailroom_common.http import PathDispatcher, Readiness, health_app, keep_peer, not_found
 from mailroom_common.intake import subscribe
@@ -129,6 +130,7 @@ class ServiceProcess:
         self._http: _HttpServer | None = None
         self._ops: _HttpServer | None = None
         self._pool: Pool | None = None
+        self._policy: DeliveryLimitKeeper | None = None
 
     @staticmethod
     def _port(server: _HttpServer | None) -> int | None:
@@ -190,7 +192,8 @@ class ServiceProcess:
                 broker.include_router(listener)
         await broker.connect()
         await declare_topology(broker, runtime.topology)
-        await apply_delivery_limit(settings, runtime.topology)
+        self._policy = DeliveryLimitKeeper.of(settings, runtime.topology)
+        await self._policy.start()
         for service in self.services:
             for hook in service.on_start:
                 await hook()
@@ -243,6 +246,8 @@ class ServiceProcess:
         assert self.runtime is not None
         self.runtime.stopping.set()
         log.info("stopping: draining in-flight work")
+        if self._policy is not None:
+            await self._policy.stop()
         # periodic work (generation, schedules) and the services' own work (the bounce
         # mailbox) end their current unit while they can still publish; only then does the
         # broker stop

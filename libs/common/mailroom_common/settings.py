@@ -224,7 +224,8 @@ class Settings(BaseSettings):
         default=None,
         description="RabbitMQ's management HTTP API, which sets the delivery-limit policy"
         " (MAILROOM_DELIVERY_LIMIT); default: the host and credentials of MAILROOM_RABBITMQ_URL"
-        " on port 15672.",
+        " on port 15672. `mailroom migrate` fails when it cannot put the policy; a service"
+        " starts all the same and keeps trying (gauge mailroom_delivery_limit_policy_applied).",
     )
     graceful_timeout_seconds: float = Field(default=30.0, gt=0)
     broker_wait_seconds: float = Field(
@@ -232,7 +233,8 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
         description="How long a command of the CLI waits for the broker to take its"
-        " connection or confirm a publish before it gives up, naming MAILROOM_RABBITMQ_URL.",
+        " connection or confirm a publish before it gives up, naming MAILROOM_RABBITMQ_URL"
+        " (and how long `mailroom migrate` waits for the management API).",
     )
 
     @field_validator("console_trusted_proxies")
