@@ -297,7 +297,7 @@ async def test_a_broker_that_never_answers_ends_a_command_in_one_line(
         "MAILROOM_BROKER_WAIT_SECONDS": "1",
     }
     try:
-        result = await run_mailroom(silent, "campaign", "pause", str(campaign))
+        result = await run_mailroom(silent, "campaign", "launch", str(campaign))
     finally:
         server.close()
         for writer in held:
