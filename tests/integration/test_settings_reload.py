@@ -86,5 +86,9 @@ async def test_the_smtp_server_changed_mid_campaign_takes_the_rest(
     assert set(first) | set(second) == audience.eligible
     assert not set(first) & set(second), "nothing sent twice across the switch"
     assert max((first + second).values()) == 1
-    assert received_count(smtp_server) == first_after_switch, "the old server gets nothing more"
+    # chunks started after the switch go to the new server; a chunk already sending when it
+    # came finishes on the old connections (each batch in flight has at most one)
+    in_flight = installation.settings.prefetch * 4 * installation.settings.chunk_per_connection
+    late = received_count(smtp_server) - first_after_switch
+    assert late <= in_flight, f"the old server got {late} after the switch"
     assert sum(second.values()) > 0
