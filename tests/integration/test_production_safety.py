@@ -110,6 +110,13 @@ async def _effective_limit(install: Installation) -> object:
     return definition.get("delivery-limit")
 
 
+async def _publish_probe(channel: aio_pika.abc.AbstractChannel, queue: str) -> None:
+    """A message no Mailroom consumer can read, straight into `queue`."""
+    await channel.default_exchange.publish(
+        aio_pika.Message(b'{"probe": true}', message_id="probe"), routing_key=queue
+    )
+
+
 async def _deliveries_until_dead_lettered(install: Installation) -> int:
     """Publish to the message processor's queue (not running here) and reject the message
     with requeue until the broker dead-letters it; return how often it was delivered."""
@@ -117,9 +124,7 @@ async def _deliveries_until_dead_lettered(install: Installation) -> int:
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
-        await channel.default_exchange.publish(
-            aio_pika.Message(b'{"probe": true}', message_id="probe"), routing_key=name
-        )
+        await _publish_probe(channel, name)
         queue = await channel.declare_queue(name, passive=True)
         deliveries = 0
         for _ in range(400):
@@ -226,9 +231,7 @@ async def _consumes(install: Installation) -> None:
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
-        await channel.default_exchange.publish(
-            aio_pika.Message(b'{"probe": true}', message_id="probe"), routing_key=name
-        )
+        await _publish_probe(channel, name)
 
         async def dead_lettered() -> bool:
             dead = await channel.declare_queue(f"{name}.dlq", passive=True)
