@@ -57,7 +57,6 @@ DEAD_LETTER_HEADERS = {
     "x-last-death-reason",
 }
 BODY_PREVIEW = 300
-BROKER_SECONDS = 10.0
 
 
 class UnknownQueue(ValueError):
@@ -200,8 +199,8 @@ def describe(
     )
 
 
-async def connect(rabbitmq_url: str) -> AbstractConnection:
-    return await aio_pika.connect(rabbitmq_url, timeout=BROKER_SECONDS)
+async def connect(rabbitmq_url: str, wait: float) -> AbstractConnection:
+    return await aio_pika.connect(rabbitmq_url, timeout=wait)
 
 
 async def depths(connection: AbstractConnection, topology: Topology) -> dict[str, int | None]:
@@ -218,7 +217,7 @@ async def _depth(connection: AbstractConnection, queue: str) -> int:
 
 
 async def show(
-    connection: AbstractConnection, topology: Topology, queue: str, limit: int
+    connection: AbstractConnection, topology: Topology, queue: str, limit: int, wait: float
 ) -> tuple[int, list[DeadLetter]]:
     """(messages in the queue, the first `limit` of them described); none is removed."""
     total = await _depth(connection, queue)
@@ -226,7 +225,7 @@ async def show(
     async with connection.channel() as channel:
         dlq = await channel.declare_queue(queue, passive=True)
         for _ in range(min(limit, total)):
-            message = await dlq.get(no_ack=False, fail=False, timeout=BROKER_SECONDS)
+            message = await dlq.get(no_ack=False, fail=False, timeout=wait)
             if message is None:
                 break
             described.append(describe(message, topology, queue))
@@ -278,6 +277,7 @@ async def replay(
     topology: Topology,
     queue: str,
     limit: int | None,
+    wait: float,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
     """Publish up to `limit` dead letters (all of them when None) back where they came from,
@@ -294,7 +294,7 @@ async def replay(
         for done in range(wanted):
             if progress is not None:
                 progress(done, wanted)
-            message = await dlq.get(no_ack=False, fail=False, timeout=BROKER_SECONDS)
+            message = await dlq.get(no_ack=False, fail=False, timeout=wait)
             if message is None:
                 break
             target = origin_of(message, topology, queue)
@@ -308,7 +308,7 @@ async def replay(
                     _replayed_copy(message, queue),
                     routing_key=target.routing_key,
                     mandatory=True,
-                    timeout=BROKER_SECONDS,
+                    timeout=wait,
                 )
             except Exception as error:  # unroutable, refused, or the channel closed
                 report.kept.append((_what(message), f"not published: {error!r}"))

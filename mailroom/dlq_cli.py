@@ -37,14 +37,17 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code=code)
 
 
-def _with_broker(work: Callable[[AbstractConnection, Topology], Awaitable[T]]) -> T:
+def _with_broker(work: Callable[[AbstractConnection, Topology, float], Awaitable[T]]) -> T:
+    """`work(connection, topology, wait)`: every wait on the broker at most `wait` seconds
+    (MAILROOM_BROKER_WAIT_SECONDS, as for the CLI's other commands)."""
     settings = Settings()
     topology = Topology.from_settings(settings)
+    wait = settings.broker_wait_seconds
 
     async def run() -> T:
-        connection = await dead_letters.connect(settings.rabbitmq_url)
+        connection = await dead_letters.connect(settings.rabbitmq_url, wait)
         async with connection:
-            return await work(connection, topology)
+            return await work(connection, topology, wait)
 
     try:
         return asyncio.run(run())
@@ -75,7 +78,9 @@ def _age(seconds: float | None) -> str:
 @dlq_app.command("list")
 def list_queues(as_json: JsonFlag = False) -> None:
     """Every dead-letter queue with the messages in it."""
-    depths = _with_broker(dead_letters.depths)
+    depths = _with_broker(
+        lambda connection, topology, _wait: dead_letters.depths(connection, topology)
+    )
     if as_json:
         print(json.dumps([{"queue": q, "messages": n} for q, n in depths.items()], indent=2))
         return
@@ -97,7 +102,9 @@ def show(
     Nothing is removed (each message is taken and given back)."""
     name = _queue(queue)
     total, letters = _with_broker(
-        lambda connection, topology: dead_letters.show(connection, topology, name, limit)
+        lambda connection, topology, wait: dead_letters.show(
+            connection, topology, name, limit, wait
+        )
     )
     if as_json:
         document = {"queue": name, "messages": total, "shown": [d.as_json() for d in letters]}
@@ -142,11 +149,12 @@ def replay(
     ) as bar:
         task = bar.add_task("replay", total=None)
         report = _with_broker(
-            lambda connection, topology: dead_letters.replay(
+            lambda connection, topology, wait: dead_letters.replay(
                 connection,
                 topology,
                 name,
                 limit,
+                wait,
                 progress=lambda done, wanted: bar.update(task, completed=done, total=wanted),
             )
         )
@@ -178,7 +186,9 @@ def purge(
     """Delete every message of a DLQ (asks first unless --yes)."""
     name = _queue(queue)
     if not yes:
-        depths = _with_broker(dead_letters.depths)
+        depths = _with_broker(
+            lambda connection, topology, _wait: dead_letters.depths(connection, topology)
+        )
         typer.confirm(f"delete the {depths.get(name) or 0} message(s) of {name}?", abort=True)
-    purged = _with_broker(lambda connection, _topology: dead_letters.purge(connection, name))
+    purged = _with_broker(lambda connection, _topology, _wait: dead_letters.purge(connection, name))
     console.print(f"purged {purged} message(s) from {name}")
